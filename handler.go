@@ -1,0 +1,434 @@
+package main
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+	"unicode"
+	"unicode/utf8"
+)
+
+const (
+	maxTTL       = 365 * 24 * time.Hour
+	spoolInMem   = 1 << 20 // a body of unknown length is kept in memory up to this, then in a temp file
+	maxListLimit = 1000
+)
+
+// newServer registers every route and wraps them in the middleware every request passes.
+func newServer(log *slog.Logger, st *Store, maxValue int64, ready *atomic.Bool) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("PUT /kv/{key...}", handlePut(log, st, maxValue))
+	mux.HandleFunc("GET /kv/{key...}", handleGet(log, st))
+	mux.HandleFunc("HEAD /kv/{key...}", handleHead(log, st))
+	mux.HandleFunc("DELETE /kv/{key...}", handleDelete(log, st))
+	mux.HandleFunc("/kv/{key...}", methodNotAllowed("GET, HEAD, PUT, DELETE"))
+	mux.HandleFunc("GET /kv", handleList(log, st))
+	mux.HandleFunc("/kv", methodNotAllowed("GET, HEAD"))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, map[string]string{"status": "ok"}) })
+	mux.HandleFunc("/healthz", methodNotAllowed("GET, HEAD"))
+	mux.HandleFunc("GET /readyz", handleReady(st, ready))
+	mux.HandleFunc("/readyz", methodNotAllowed("GET, HEAD"))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { writeError(w, 404, "no such endpoint") })
+	return withRequestLog(log, checkKeyPath(mux))
+}
+
+func handlePut(log *slog.Logger, st *Store, maxValue int64) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		key := r.PathValue("key")
+		o, err := putOptions(r)
+		if err != nil {
+			writeError(w, 400, err.Error())
+			return
+		}
+		if r.ContentLength > maxValue {
+			writeError(w, 413, fmt.Sprintf("value is larger than the limit of %d bytes", maxValue))
+			return
+		}
+		body := &bodyReader{r: http.MaxBytesReader(w, r.Body, maxValue)}
+		size := r.ContentLength
+		var in io.Reader = body
+		if size < 0 { // chunked: S3 needs the length up front
+			var cleanup func()
+			in, size, cleanup, err = spool(body)
+			defer cleanup()
+		}
+		var m Meta
+		if err == nil {
+			m, err = st.Put(r.Context(), key, in, size, o)
+		}
+		if body.err != nil {
+			if errors.As(body.err, new(*http.MaxBytesError)) {
+				writeError(w, 413, fmt.Sprintf("value is larger than the limit of %d bytes", maxValue))
+			} else {
+				writeError(w, 400, "could not read the request body: "+body.err.Error())
+			}
+			return
+		}
+		if err != nil {
+			writeStoreError(log, w, r, err)
+			return
+		}
+		w.Header().Set("ETag", m.ETag)
+		resp := struct {
+			Key       string `json:"key"`
+			Size      int64  `json:"size"`
+			ETag      string `json:"etag"`
+			ExpiresAt string `json:"expires_at,omitempty"`
+			Version   string `json:"version,omitempty"`
+		}{Key: key, Size: m.Size, ETag: m.ETag, Version: m.Version}
+		if !m.ExpiresAt.IsZero() {
+			resp.ExpiresAt = m.ExpiresAt.UTC().Format(time.RFC3339Nano)
+		}
+		writeJSON(w, 200, resp)
+	}
+}
+
+// putOptions reads a PUT's content type, preconditions and ttl.
+func putOptions(r *http.Request) (PutOptions, error) {
+	o := PutOptions{ContentType: r.Header.Get("Content-Type"), IfMatch: r.Header.Get("If-Match")}
+	if o.ContentType == "" {
+		o.ContentType = "application/octet-stream"
+	}
+	switch inm := r.Header.Get("If-None-Match"); {
+	case inm == "":
+	case strings.TrimSpace(inm) != "*":
+		return o, errors.New("If-None-Match on PUT accepts only *")
+	case o.IfMatch != "":
+		return o, errors.New("use either If-Match or If-None-Match, not both")
+	default:
+		o.IfNoneMatch = true
+	}
+	q := r.URL.Query()
+	if q.Has("ttl") {
+		ttl, err := parseTTL(q.Get("ttl"))
+		if err != nil {
+			return o, err
+		}
+		o.TTL = ttl
+	}
+	return o, nil
+}
+
+// parseTTL accepts a Go duration (30s, 5m, 1h30m) or whole seconds, from 1s to maxTTL.
+func parseTTL(s string) (time.Duration, error) {
+	d, err := time.ParseDuration(s)
+	if n, nerr := strconv.ParseInt(s, 10, 64); nerr == nil {
+		d, err = time.Duration(n)*time.Second, nil
+		if n > int64(maxTTL/time.Second) {
+			d = maxTTL + 1
+		}
+	}
+	if err != nil || d < time.Second || d > maxTTL {
+		return 0, fmt.Errorf("ttl must be a duration such as 30s, 5m or 1h30m, or whole seconds, from 1s to %s", maxTTL)
+	}
+	return d, nil
+}
+
+func handleGet(log *slog.Logger, st *Store) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		body, m, err := st.Get(r.Context(), r.PathValue("key"), "")
+		if err != nil {
+			writeStoreError(log, w, r, err)
+			return
+		}
+		defer body.Close()
+		setMetaHeaders(w.Header(), m)
+		if inm := r.Header.Get("If-None-Match"); inm != "" && etagMatch(inm, m.ETag) {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		w.WriteHeader(200)
+		if _, err := io.Copy(w, body); err != nil {
+			// Too late for a status: the short body tells the client, the log tells us.
+			log.Warn("value stream broken", "request_id", w.Header().Get("X-Request-ID"), "err", err)
+		}
+	}
+}
+
+func handleHead(log *slog.Logger, st *Store) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		m, err := st.Head(r.Context(), r.PathValue("key"), "")
+		if err != nil {
+			writeStoreError(log, w, r, err)
+			return
+		}
+		setMetaHeaders(w.Header(), m)
+		if inm := r.Header.Get("If-None-Match"); inm != "" && etagMatch(inm, m.ETag) {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		w.WriteHeader(200)
+	}
+}
+
+func setMetaHeaders(h http.Header, m Meta) {
+	h.Set("Content-Type", m.ContentType)
+	h.Set("Content-Length", strconv.FormatInt(m.Size, 10))
+	h.Set("ETag", m.ETag)
+	h.Set("Last-Modified", m.LastModified.UTC().Format(http.TimeFormat))
+	// Values can be replaced at any time: caches must revalidate (cheap, with the ETag).
+	h.Set("Cache-Control", "no-cache")
+	if !m.ExpiresAt.IsZero() {
+		h.Set("Expires", m.ExpiresAt.UTC().Format(http.TimeFormat))
+	}
+}
+
+func handleDelete(log *slog.Logger, st *Store) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := st.Delete(r.Context(), r.PathValue("key")); err != nil {
+			writeStoreError(log, w, r, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+func handleList(log *slog.Logger, st *Store) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		prefix := q.Get("prefix")
+		if err := checkKey(prefix, true); err != nil {
+			writeError(w, 400, "prefix: "+err.Error())
+			return
+		}
+		limit := 100
+		if s := q.Get("limit"); s != "" {
+			n, err := strconv.Atoi(s)
+			if err != nil || n < 1 || n > maxListLimit {
+				writeError(w, 400, fmt.Sprintf("limit must be a whole number from 1 to %d", maxListLimit))
+				return
+			}
+			limit = n
+		}
+		after, err := base64.RawURLEncoding.DecodeString(q.Get("cursor"))
+		if err != nil || checkKey(string(after), true) != nil {
+			writeError(w, 400, "cursor is not one this service returned")
+			return
+		}
+		keys, next, err := st.List(r.Context(), prefix, string(after), limit)
+		if err != nil {
+			writeStoreError(log, w, r, err)
+			return
+		}
+		resp := struct {
+			Keys       []string `json:"keys"`
+			NextCursor string   `json:"next_cursor,omitempty"`
+		}{Keys: keys, NextCursor: base64.RawURLEncoding.EncodeToString([]byte(next))}
+		if resp.Keys == nil {
+			resp.Keys = []string{}
+		}
+		writeJSON(w, 200, resp)
+	}
+}
+
+func handleReady(st *Store, ready *atomic.Bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !ready.Load() {
+			writeError(w, 503, "not ready: starting or shutting down")
+			return
+		}
+		if err := st.Ready(r.Context()); err != nil {
+			w.Header().Set("Retry-After", "1")
+			writeError(w, 503, "not ready: the bucket does not answer")
+			return
+		}
+		writeJSON(w, 200, map[string]string{"status": "ready"})
+	}
+}
+
+func methodNotAllowed(allow string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Allow", allow)
+		writeError(w, 405, "method "+r.Method+" is not allowed here; allowed: "+allow)
+	}
+}
+
+// checkKeyPath rejects bad keys before the mux sees them: the mux would answer a path with empty, "." or
+// ".." segments with a redirect to a different key.
+func checkKeyPath(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if key, ok := strings.CutPrefix(r.URL.Path, "/kv/"); ok {
+			if err := checkKey(key, false); err != nil {
+				writeError(w, 400, "key: "+err.Error())
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// checkKey tells why key cannot name a value; a prefix may be partial (empty, or ending in a slash).
+func checkKey(key string, prefix bool) error {
+	switch {
+	case key == "" && !prefix:
+		return errors.New("is empty")
+	case len(indexKey(key, time.Time{})) > maxObjectKey:
+		return fmt.Errorf("is too long for S3's %d-byte object names (keys up to %d bytes always fit)",
+			maxObjectKey, maxObjectKey-16)
+	case !utf8.ValidString(key):
+		return errors.New("is not valid UTF-8")
+	case strings.ContainsFunc(key, unicode.IsControl):
+		return errors.New("contains a control character")
+	}
+	segs := strings.Split(key, "/")
+	if prefix {
+		segs = segs[:len(segs)-1] // the last segment may be partial or empty
+	}
+	for _, seg := range segs {
+		if seg == "" || seg == "." || seg == ".." {
+			return errors.New(`has an empty, "." or ".." path segment (no leading, trailing or double slash)`)
+		}
+	}
+	return nil
+}
+
+// spool reads a body of unknown length, which S3 must be told up front: in memory up to spoolInMem,
+// beyond that in a temporary file. The caller's body reader enforces the size limit.
+func spool(body io.Reader) (io.Reader, int64, func(), error) {
+	var buf bytes.Buffer
+	n, err := io.CopyN(&buf, body, spoolInMem+1)
+	if err == io.EOF {
+		return &buf, n, func() {}, nil
+	} else if err != nil {
+		return nil, 0, func() {}, err
+	}
+	f, err := os.CreateTemp("", "kv-spool-*")
+	if err != nil {
+		return nil, 0, func() {}, err
+	}
+	cleanup := func() { f.Close(); os.Remove(f.Name()) }
+	if n, err = io.Copy(f, io.MultiReader(&buf, body)); err != nil {
+		return nil, 0, cleanup, err
+	}
+	_, err = f.Seek(0, io.SeekStart)
+	return f, n, cleanup, err
+}
+
+// bodyReader remembers the client's read error, so a broken or oversized upload is told apart from
+// a storage failure.
+type bodyReader struct {
+	r   io.Reader
+	err error
+}
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err != nil && err != io.EOF {
+		b.err = err
+	}
+	return n, err
+}
+
+// writeStoreError maps every store error to its status, in one place.
+func writeStoreError(log *slog.Logger, w http.ResponseWriter, r *http.Request, err error) {
+	switch {
+	case errors.Is(err, ErrNotFound):
+		writeError(w, 404, "key not found")
+	case errors.Is(err, ErrPrecondition):
+		writeError(w, 412, "precondition failed: the key's current state does not match If-Match/If-None-Match")
+	case errors.Is(err, ErrBadKey):
+		writeError(w, 400, "key: rejected by the storage backend")
+	case r.Context().Err() != nil:
+		// The client went away; nobody reads this answer and the access log shows 499.
+	default:
+		log.Error("storage unavailable", "request_id", w.Header().Get("X-Request-ID"), "err", err)
+		w.Header().Set("Retry-After", "1")
+		writeError(w, 503, "storage unavailable, retry later")
+	}
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, struct {
+		Error     string `json:"error"`
+		RequestID string `json:"request_id"`
+	}{msg, w.Header().Get("X-Request-ID")})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, _ := json.Marshal(v)
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(b)+1))
+	w.WriteHeader(status)
+	w.Write(append(b, '\n'))
+}
+
+// withRequestLog gives every request an ID (a sane incoming X-Request-ID is kept), echoes it, and writes
+// one access line per request. Values, keys and headers other than the ID are never logged.
+func withRequestLog(log *slog.Logger, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		id := r.Header.Get("X-Request-ID")
+		if !validRequestID(id) {
+			id = strconv.FormatUint(rand.Uint64(), 36)
+		}
+		w.Header().Set("X-Request-ID", id)
+		rec := &recorder{ResponseWriter: w}
+		next.ServeHTTP(rec, r)
+		if rec.status == 0 {
+			rec.status = 499 // nothing written: the client closed the request
+		}
+		log.LogAttrs(r.Context(), slog.LevelInfo, "request", slog.String("request_id", id),
+			slog.String("method", r.Method), slog.String("route", r.Pattern), slog.Int("status", rec.status),
+			slog.Int64("bytes", rec.bytes), slog.Duration("duration", time.Since(start)))
+	})
+}
+
+// validRequestID accepts 1 to 64 printable ASCII characters.
+func validRequestID(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if id[i] <= ' ' || id[i] > '~' {
+			return false
+		}
+	}
+	return true
+}
+
+// recorder notes the status and size of a response for the access log.
+type recorder struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(p []byte) (int, error) {
+	if r.status == 0 {
+		r.status = 200
+	}
+	n, err := r.ResponseWriter.Write(p)
+	r.bytes += int64(n)
+	return n, err
+}
+
+// ReadFrom lets io.Copy use the server's pooled buffers instead of allocating one per request.
+func (r *recorder) ReadFrom(src io.Reader) (int64, error) {
+	if r.status == 0 {
+		r.status = 200
+	}
+	n, err := io.Copy(r.ResponseWriter, src)
+	r.bytes += n
+	return n, err
+}
+
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }

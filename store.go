@@ -1,0 +1,441 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/aws/smithy-go"
+)
+
+// Object layout in the bucket: a key's value is valuePrefix + objectPath(key), and each TTL write adds an
+// index entry indexPrefix + <expiry second> + "/" + objectPath(key), so every object kv touches stays in
+// its own key space.
+const (
+	valuePrefix = "v/"
+	indexPrefix = "t/"
+	indexWidth  = 11 // zero-padded unix seconds, so index entries list in expiry order
+	// maxObjectKey is S3's limit on an object's name; keys up to maxObjectKey-16 bytes always fit.
+	maxObjectKey = 1024
+	expiresMeta  = "expires-at" // user metadata holding a value's expiry, RFC 3339 with nanoseconds
+)
+
+// objectPath stores each key as the object "@" inside a folder named after the key: MinIO keeps objects as
+// folders on disk and cannot list both "a" and "a/b", but "a/@" and "a/b/@" are fine. A segment that starts
+// with "@" gains another, so no key segment can be the marker. prefix=true encodes a listing prefix.
+func objectPath(key string, prefix bool) string {
+	var b strings.Builder
+	b.Grow(len(key) + 2)
+	for i, seg := range strings.Split(key, "/") {
+		if i > 0 {
+			b.WriteByte('/')
+		}
+		if strings.HasPrefix(seg, "@") {
+			b.WriteByte('@')
+		}
+		b.WriteString(seg)
+	}
+	if !prefix {
+		b.WriteString("/@")
+	}
+	return b.String()
+}
+
+func valueName(key string) string { return valuePrefix + objectPath(key, false) }
+
+// keyOf inverts objectPath for an object name found under prefix.
+func keyOf(prefix, name string) (string, bool) {
+	path, ok := strings.CutPrefix(name, prefix)
+	if path, ok = strings.CutSuffix(path, "/@"); !ok {
+		return "", false
+	}
+	segs := strings.Split(path, "/")
+	for i, seg := range segs {
+		segs[i] = strings.TrimPrefix(seg, "@")
+	}
+	return strings.Join(segs, "/"), true
+}
+
+var (
+	ErrNotFound     = errors.New("not found")
+	ErrPrecondition = errors.New("precondition failed")
+	ErrBadKey       = errors.New("key rejected by storage")
+)
+
+// s3API is the part of *s3.Client the store calls, so unit tests can hand it a fake.
+type s3API interface {
+	PutObject(context.Context, *s3.PutObjectInput, ...func(*s3.Options)) (*s3.PutObjectOutput, error)
+	GetObject(context.Context, *s3.GetObjectInput, ...func(*s3.Options)) (*s3.GetObjectOutput, error)
+	HeadObject(context.Context, *s3.HeadObjectInput, ...func(*s3.Options)) (*s3.HeadObjectOutput, error)
+	DeleteObject(context.Context, *s3.DeleteObjectInput, ...func(*s3.Options)) (*s3.DeleteObjectOutput, error)
+	ListObjectsV2(context.Context, *s3.ListObjectsV2Input, ...func(*s3.Options)) (*s3.ListObjectsV2Output, error)
+	HeadBucket(context.Context, *s3.HeadBucketInput, ...func(*s3.Options)) (*s3.HeadBucketOutput, error)
+	CreateBucket(context.Context, *s3.CreateBucketInput, ...func(*s3.Options)) (*s3.CreateBucketOutput, error)
+}
+
+var _ s3API = (*s3.Client)(nil)
+
+// Meta describes one stored value.
+type Meta struct {
+	Size         int64
+	ETag         string // quoted, as S3 returns it
+	ContentType  string
+	LastModified time.Time
+	ExpiresAt    time.Time // zero: never
+	Version      string
+}
+
+// PutOptions are a write's content type, its HTTP preconditions and its expiry.
+type PutOptions struct {
+	ContentType string
+	IfMatch     string // an entity tag or *; empty: unconditional
+	IfNoneMatch bool   // If-None-Match: *
+	TTL         time.Duration // zero: the value never expires
+}
+
+// Store keeps values in one S3 bucket. Every S3 call is bounded by timeout; a streamed body is
+// bounded by timeout between reads rather than in total, so large values may take as long as they need.
+type Store struct {
+	s3      s3API
+	bucket  string
+	timeout time.Duration
+	now     func() time.Time
+}
+
+func newStore(client s3API, bucket string, timeout time.Duration) *Store {
+	return &Store{s3: client, bucket: bucket, timeout: timeout, now: time.Now}
+}
+
+func (s *Store) expired(m Meta) bool { return !m.ExpiresAt.IsZero() && !s.now().Before(m.ExpiresAt) }
+
+// Put stores body (size bytes) under key. Preconditions are checked against the live value (an expired
+// value counts as absent) and enforced by S3's conditional PutObject, so a concurrent writer cannot slip in.
+func (s *Store) Put(ctx context.Context, key string, body io.Reader, size int64, o PutOptions) (Meta, error) {
+	in := &s3.PutObjectInput{
+		Bucket: &s.bucket, Key: aws.String(valueName(key)), ContentLength: &size,
+		ContentType: aws.String(o.ContentType),
+	}
+	if o.IfMatch != "" || o.IfNoneMatch {
+		cur, err := s.Head(ctx, key, "")
+		switch {
+		case errors.Is(err, ErrNotFound):
+			if o.IfMatch != "" {
+				return Meta{}, ErrPrecondition
+			}
+			if cur.ETag != "" { // expired but not yet swept: replace exactly that object
+				in.IfMatch = &cur.ETag
+			} else {
+				in.IfNoneMatch = aws.String("*")
+			}
+		case err != nil:
+			return Meta{}, err
+		case o.IfNoneMatch || !etagMatch(o.IfMatch, cur.ETag):
+			return Meta{}, ErrPrecondition
+		default:
+			in.IfMatch = &cur.ETag
+		}
+	}
+	var expires time.Time
+	if o.TTL > 0 {
+		expires = s.now().Add(o.TTL)
+		// The index entry goes first: a crash between the two writes leaves a stale entry, never an
+		// expiring value the sweeper cannot find.
+		if err := s.putIndex(ctx, key, expires); err != nil {
+			return Meta{}, err
+		}
+		in.Metadata = map[string]string{expiresMeta: expires.UTC().Format(time.RFC3339Nano)}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	idle := newIdleReader(body, s.timeout, cancel)
+	defer idle.Close()
+	in.Body = idle
+	out, err := s.s3.PutObject(ctx, in)
+	if err != nil {
+		return Meta{}, s.fail("put", key, err)
+	}
+	return Meta{Size: size, ETag: aws.ToString(out.ETag), ContentType: o.ContentType, ExpiresAt: expires,
+		Version: aws.ToString(out.VersionId)}, nil
+}
+
+func (s *Store) putIndex(ctx context.Context, key string, at time.Time) error {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	_, err := s.s3.PutObject(ctx, &s3.PutObjectInput{Bucket: &s.bucket, Key: aws.String(indexKey(key, at)),
+		ContentLength: aws.Int64(0), Body: strings.NewReader("")})
+	return s.fail("put index", key, err)
+}
+
+// indexKey rounds the expiry up to the second, so an entry is due only once its value has expired.
+func indexKey(key string, at time.Time) string {
+	sec := at.Unix()
+	if at.Nanosecond() > 0 {
+		sec++
+	}
+	return fmt.Sprintf("%s%0*d/%s", indexPrefix, indexWidth, sec, objectPath(key, false))
+}
+
+// Get returns the value's body, which the caller must close. An expired value is ErrNotFound.
+func (s *Store) Get(ctx context.Context, key, version string) (io.ReadCloser, Meta, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	timer := time.AfterFunc(s.timeout, cancel)
+	out, err := s.s3.GetObject(ctx, &s3.GetObjectInput{Bucket: &s.bucket, Key: aws.String(valueName(key)),
+		VersionId: nonEmpty(version)})
+	timer.Stop()
+	if err != nil {
+		cancel()
+		return nil, Meta{}, s.fail("get", key, err)
+	}
+	m := meta(out.ContentLength, out.ETag, out.ContentType, out.LastModified, out.Metadata, out.VersionId)
+	if s.expired(m) {
+		out.Body.Close()
+		cancel()
+		return nil, m, ErrNotFound
+	}
+	return newIdleReader(out.Body, s.timeout, cancel), m, nil
+}
+
+// Head returns the value's metadata. An expired value is ErrNotFound, with its metadata.
+func (s *Store) Head(ctx context.Context, key, version string) (Meta, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	out, err := s.s3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &s.bucket, Key: aws.String(valueName(key)),
+		VersionId: nonEmpty(version)})
+	if err != nil {
+		return Meta{}, s.fail("head", key, err)
+	}
+	m := meta(out.ContentLength, out.ETag, out.ContentType, out.LastModified, out.Metadata, out.VersionId)
+	if s.expired(m) {
+		return m, ErrNotFound
+	}
+	return m, nil
+}
+
+// Delete removes key; ErrNotFound when it is absent or expired. S3's DeleteObject succeeds on absent
+// keys, so a HEAD comes first; a write racing between the two is deleted, as if it came just before.
+func (s *Store) Delete(ctx context.Context, key string) error {
+	m, err := s.Head(ctx, key, "")
+	if err != nil && (!errors.Is(err, ErrNotFound) || m.ETag == "") {
+		return err
+	}
+	if derr := s.deleteObject(ctx, valueName(key), ""); derr != nil {
+		return s.fail("delete", key, derr)
+	}
+	return err // nil, or ErrNotFound for an expired value that is now reclaimed
+}
+
+func (s *Store) deleteObject(ctx context.Context, objectKey, ifMatch string) error {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	_, err := s.s3.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &s.bucket, Key: &objectKey, IfMatch: nonEmpty(ifMatch)})
+	return err
+}
+
+// List returns up to limit live keys starting with prefix, after the key cursor names, in the order of their
+// object names. next is the last key seen when more may follow. Expired keys the sweeper has not removed yet
+// are found through the TTL index (one LIST of due entries), not with a request per key.
+func (s *Store) List(ctx context.Context, prefix, after string, limit int) (keys []string, next string, err error) {
+	lctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	in := &s3.ListObjectsV2Input{Bucket: &s.bucket, Prefix: aws.String(valuePrefix + objectPath(prefix, true)),
+		MaxKeys: aws.Int32(int32(limit))}
+	if after != "" {
+		in.StartAfter = aws.String(valueName(after))
+	}
+	out, err := s.s3.ListObjectsV2(lctx, in)
+	if err != nil {
+		return nil, "", s.fail("list", prefix, err)
+	}
+	due, err := s.dueIndex(ctx, s.now().Add(time.Second))
+	if err != nil {
+		return nil, "", err
+	}
+	for _, o := range out.Contents {
+		key, ok := keyOf(valuePrefix, aws.ToString(o.Key))
+		if !ok || !strings.HasPrefix(key, prefix) { // "a/" also selects the object of key "a"
+			continue
+		}
+		next = key
+		if _, ok := due[key]; ok {
+			if _, err := s.Head(ctx, key, ""); errors.Is(err, ErrNotFound) {
+				continue
+			} else if err != nil {
+				return nil, "", err
+			}
+		}
+		keys = append(keys, key)
+	}
+	if !aws.ToBool(out.IsTruncated) {
+		next = ""
+	}
+	return keys, next, nil
+}
+
+// dueIndex lists the TTL index entries due by until: key → its entries' object names.
+func (s *Store) dueIndex(ctx context.Context, until time.Time) (map[string][]string, error) {
+	due := map[string][]string{}
+	in := &s3.ListObjectsV2Input{Bucket: &s.bucket, Prefix: aws.String(indexPrefix)}
+	for {
+		lctx, cancel := context.WithTimeout(ctx, s.timeout)
+		out, err := s.s3.ListObjectsV2(lctx, in)
+		cancel()
+		if err != nil {
+			return nil, s.fail("list index", "", err)
+		}
+		for _, o := range out.Contents {
+			entry := aws.ToString(o.Key)
+			sec, path, _ := strings.Cut(strings.TrimPrefix(entry, indexPrefix), "/")
+			n, err := strconv.ParseInt(sec, 10, 64)
+			key, ok := keyOf("", path)
+			if err != nil || !ok {
+				continue // not kv's
+			}
+			if n > until.Unix() {
+				return due, nil
+			}
+			due[key] = append(due[key], entry)
+		}
+		if !aws.ToBool(out.IsTruncated) {
+			return due, nil
+		}
+		in.ContinuationToken = out.NextContinuationToken
+	}
+}
+
+// Sweep deletes the values whose expiry has passed, finding them through the TTL index, so its work grows
+// with the number of due entries, not with the bucket. Its delete carries If-Match, so a value rewritten
+// after the sweeper looked survives where S3 honours that (AWS); MinIO ignores it, leaving the window
+// between the HEAD and the DELETE. It returns how many values it deleted.
+func (s *Store) Sweep(ctx context.Context) (int, error) {
+	due, err := s.dueIndex(ctx, s.now())
+	if err != nil {
+		return 0, err
+	}
+	deleted := 0
+	for key, entries := range due {
+		// A live value's own entry is never due yet, so due entries of a live or absent key are stale.
+		m, err := s.Head(ctx, key, "")
+		if errors.Is(err, ErrNotFound) && m.ETag != "" {
+			err = s.fail("sweep", key, s.deleteObject(ctx, valueName(key), m.ETag))
+			if err == nil {
+				deleted++
+			}
+		}
+		if err != nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrPrecondition) {
+			return deleted, err
+		}
+		for _, e := range entries {
+			if err := s.deleteObject(ctx, e, ""); err != nil {
+				return deleted, s.fail("sweep index", key, err)
+			}
+		}
+	}
+	return deleted, nil
+}
+
+// Ready reports whether the bucket answers.
+func (s *Store) Ready(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	_, err := s.s3.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: &s.bucket})
+	return s.fail("head bucket", s.bucket, err)
+}
+
+// EnsureBucket checks the bucket and, when create is set, creates it if it is missing.
+func (s *Store) EnsureBucket(ctx context.Context, create bool) error {
+	err := s.Ready(ctx)
+	if !errors.Is(err, ErrNotFound) || !create {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	_, err = s.s3.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: &s.bucket})
+	var owned *types.BucketAlreadyOwnedByYou
+	if errors.As(err, &owned) {
+		return nil
+	}
+	return s.fail("create bucket", s.bucket, err)
+}
+
+// fail turns S3's answers into the store's sentinels and wraps everything else with operation and key.
+func (s *Store) fail(op, key string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var nsk *types.NoSuchKey
+	var nf *types.NotFound
+	var nb *types.NoSuchBucket
+	if errors.As(err, &nsk) || errors.As(err, &nf) || errors.As(err, &nb) {
+		return ErrNotFound
+	}
+	var api smithy.APIError
+	if errors.As(err, &api) {
+		switch api.ErrorCode() {
+		case "NoSuchKey", "NotFound", "NoSuchBucket", "NoSuchVersion":
+			return ErrNotFound
+		case "PreconditionFailed", "ConditionalRequestConflict":
+			return ErrPrecondition
+		case "KeyTooLongError", "XMinioInvalidObjectName", "InvalidObjectName":
+			return ErrBadKey
+		}
+	}
+	return fmt.Errorf("s3 %s %q: %w", op, key, err)
+}
+
+func meta(size *int64, etag, ctype *string, mod *time.Time, md map[string]string, version *string) Meta {
+	m := Meta{Size: aws.ToInt64(size), ETag: aws.ToString(etag), ContentType: aws.ToString(ctype),
+		LastModified: aws.ToTime(mod), Version: aws.ToString(version)}
+	m.ExpiresAt, _ = time.Parse(time.RFC3339Nano, md[expiresMeta])
+	return m
+}
+
+func nonEmpty(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+// etagMatch reports whether an If-Match/If-None-Match list names etag (weak comparison, as for GET).
+func etagMatch(list, etag string) bool {
+	for _, t := range strings.Split(list, ",") {
+		t = strings.TrimPrefix(strings.TrimSpace(t), "W/")
+		if t == "*" || (t != "" && strings.Trim(t, `"`) == strings.Trim(etag, `"`)) {
+			return true
+		}
+	}
+	return false
+}
+
+// idleReader cancels its S3 call when timeout passes without a Read, whichever side stalls, and
+// releases the call's context on Close.
+type idleReader struct {
+	r      io.Reader
+	t      *time.Timer
+	d      time.Duration
+	cancel context.CancelFunc
+}
+
+func newIdleReader(r io.Reader, d time.Duration, cancel context.CancelFunc) *idleReader {
+	return &idleReader{r: r, t: time.AfterFunc(d, cancel), d: d, cancel: cancel}
+}
+
+func (r *idleReader) Read(p []byte) (int, error) {
+	r.t.Reset(r.d)
+	return r.r.Read(p)
+}
+
+func (r *idleReader) Close() error {
+	r.t.Stop()
+	r.cancel()
+	if c, ok := r.r.(io.Closer); ok {
+		return c.Close()
+	}
+	return nil
+}
