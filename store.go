@@ -95,8 +95,8 @@ type Meta struct {
 // PutOptions are a write's content type, its HTTP preconditions and its expiry.
 type PutOptions struct {
 	ContentType string
-	IfMatch     string // an entity tag or *; empty: unconditional
-	IfNoneMatch bool   // If-None-Match: *
+	IfMatch     string        // an entity tag or *; empty: unconditional
+	IfNoneMatch bool          // If-None-Match: *
 	TTL         time.Duration // zero: the value never expires
 }
 
@@ -224,7 +224,7 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 	if err != nil && (!errors.Is(err, ErrNotFound) || m.ETag == "") {
 		return err
 	}
-	if derr := s.deleteObject(ctx, valueName(key), ""); derr != nil {
+	if derr := s.deleteObject(ctx, valueName(key), m.ETag); derr != nil {
 		return s.fail("delete", key, derr)
 	}
 	return err // nil, or ErrNotFound for an expired value that is now reclaimed

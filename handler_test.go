@@ -1,0 +1,399 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+const testMaxValue = 1 << 10
+
+type testServer struct {
+	h     http.Handler
+	s3    *fakeS3
+	log   *bytes.Buffer
+	up    *atomic.Bool
+	clock *clock
+}
+
+func newTestServer(t *testing.T) *testServer {
+	t.Helper()
+	st, f, c := newFakeStore(t)
+	var logs bytes.Buffer
+	ready := &atomic.Bool{}
+	ready.Store(true)
+	h := newServer(slog.New(slog.NewJSONHandler(&logs, nil)), st, testMaxValue, ready)
+	return &testServer{h: h, s3: f, log: &logs, up: ready, clock: c}
+}
+
+func (ts *testServer) do(method, target, body string, header ...string) *httptest.ResponseRecorder {
+	r := httptest.NewRequest(method, target, strings.NewReader(body))
+	for i := 0; i+1 < len(header); i += 2 {
+		r.Header.Set(header[i], header[i+1])
+	}
+	if r.Header.Get("Transfer-Encoding") == "chunked" {
+		r.ContentLength = -1
+	}
+	w := httptest.NewRecorder()
+	ts.h.ServeHTTP(w, r)
+	return w
+}
+
+// wantError checks a JSON error body with the request's ID.
+func wantError(t *testing.T, w *httptest.ResponseRecorder, status int) {
+	t.Helper()
+	if w.Code != status {
+		t.Fatalf("status: got %d, want %d (body %s)", w.Code, status, w.Body)
+	}
+	var e struct {
+		Error     string
+		RequestID string `json:"request_id"`
+	}
+	if err := json.Unmarshal(w.Body.Bytes(), &e); err != nil || e.Error == "" {
+		t.Fatalf("error body: got %q, want JSON with error", w.Body)
+	}
+	if ct := w.Header().Get("Content-Type"); ct != "application/json" {
+		t.Errorf("error Content-Type: got %q, want application/json", ct)
+	}
+	if id := w.Header().Get("X-Request-ID"); id == "" || e.RequestID != id {
+		t.Errorf("request_id: got %q, header %q, want the same non-empty ID", e.RequestID, id)
+	}
+}
+
+func TestPutGetHeadDelete(t *testing.T) {
+	ts := newTestServer(t)
+	w := ts.do("PUT", "/kv/dir/ünï%20k", "hello", "Content-Type", "text/plain")
+	if w.Code != 200 {
+		t.Fatalf("PUT: got %d %s", w.Code, w.Body)
+	}
+	var got struct {
+		Key  string
+		Size int64
+		ETag string
+	}
+	if err := json.Unmarshal(w.Body.Bytes(), &got); err != nil || got.Key != "dir/ünï k" || got.Size != 5 {
+		t.Errorf("PUT body: got %s, want key \"dir/ünï k\" size 5", w.Body)
+	}
+	if etag := w.Header().Get("ETag"); etag == "" || etag != got.ETag {
+		t.Errorf("PUT ETag header %q, body etag %q: want the same", etag, got.ETag)
+	}
+	w = ts.do("GET", "/kv/dir/ünï%20k", "")
+	if w.Code != 200 || w.Body.String() != "hello" {
+		t.Errorf("GET: got %d %q, want 200 hello", w.Code, w.Body)
+	}
+	for h, want := range map[string]string{"Content-Type": "text/plain", "Content-Length": "5", "ETag": got.ETag} {
+		if v := w.Header().Get(h); v != want {
+			t.Errorf("GET %s: got %q, want %q", h, v, want)
+		}
+	}
+	if _, err := http.ParseTime(w.Header().Get("Last-Modified")); err != nil {
+		t.Errorf("GET Last-Modified: %v", err)
+	}
+	if w = ts.do("GET", "/kv/dir/ünï%20k", "", "If-None-Match", got.ETag); w.Code != 304 || w.Body.Len() != 0 {
+		t.Errorf("GET If-None-Match: got %d %q, want 304 and no body", w.Code, w.Body)
+	}
+	heads := ts.s3.count("GetObject")
+	if w = ts.do("HEAD", "/kv/dir/ünï%20k", ""); w.Code != 200 || w.Header().Get("Content-Length") != "5" || w.Body.Len() != 0 {
+		t.Errorf("HEAD: got %d, length %q, body %q", w.Code, w.Header().Get("Content-Length"), w.Body)
+	}
+	if ts.s3.count("GetObject") != heads {
+		t.Error("HEAD downloaded the value")
+	}
+	if w = ts.do("DELETE", "/kv/dir/ünï%20k", ""); w.Code != 204 {
+		t.Errorf("DELETE: got %d, want 204", w.Code)
+	}
+	wantError(t, ts.do("GET", "/kv/dir/ünï%20k", ""), 404)
+	wantError(t, ts.do("HEAD", "/kv/dir/ünï%20k", ""), 404)
+	wantError(t, ts.do("DELETE", "/kv/dir/ünï%20k", ""), 404)
+}
+
+func TestEmptyValueAndDefaultType(t *testing.T) {
+	ts := newTestServer(t)
+	if w := ts.do("PUT", "/kv/e", ""); w.Code != 200 || !strings.Contains(w.Body.String(), `"size":0`) {
+		t.Fatalf("PUT empty: got %d %s", w.Code, w.Body)
+	}
+	w := ts.do("GET", "/kv/e", "")
+	if w.Code != 200 || w.Body.Len() != 0 || w.Header().Get("Content-Type") != "application/octet-stream" {
+		t.Errorf("GET empty: got %d %q type %q, want 200, empty, application/octet-stream", w.Code, w.Body, w.Header().Get("Content-Type"))
+	}
+}
+
+func TestBadRequests(t *testing.T) {
+	long := strings.Repeat("k", maxObjectKey)
+	tests := []struct {
+		name, method, target, body string
+		header                     []string
+		status                     int
+	}{
+		{"empty key", "PUT", "/kv/", "v", nil, 400},
+		{"dot segment", "PUT", "/kv/a/../b", "v", nil, 400},
+		{"single dot", "GET", "/kv/a/./b", "", nil, 400},
+		{"encoded dots", "PUT", "/kv/%2e%2e/x", "v", nil, 400},
+		{"double slash", "PUT", "/kv/a//b", "v", nil, 400},
+		{"trailing slash", "PUT", "/kv/a/", "v", nil, 400},
+		{"control character", "PUT", "/kv/a%00b", "v", nil, 400},
+		{"invalid utf-8", "PUT", "/kv/a%ffb", "v", nil, 400},
+		{"key too long", "PUT", "/kv/" + long, "v", nil, 400},
+		{"ttl zero", "PUT", "/kv/k?ttl=0", "v", nil, 400},
+		{"ttl negative", "PUT", "/kv/k?ttl=-5s", "v", nil, 400},
+		{"ttl words", "PUT", "/kv/k?ttl=abc", "v", nil, 400},
+		{"ttl too fine", "PUT", "/kv/k?ttl=1ms", "v", nil, 400},
+		{"ttl overflow", "PUT", "/kv/k?ttl=99999999999999999999", "v", nil, 400},
+		{"ttl empty", "PUT", "/kv/k?ttl=", "v", nil, 400},
+		{"If-None-Match etag", "PUT", "/kv/k", "v", []string{"If-None-Match", `"abc"`}, 400},
+		{"both preconditions", "PUT", "/kv/k", "v", []string{"If-None-Match", "*", "If-Match", `"abc"`}, 400},
+		{"too large", "PUT", "/kv/k", strings.Repeat("x", testMaxValue+1), nil, 413},
+		{"too large chunked", "PUT", "/kv/k", strings.Repeat("x", testMaxValue+1), []string{"Transfer-Encoding", "chunked"}, 413},
+		{"If-Match on absent", "PUT", "/kv/k", "v", []string{"If-Match", `"abc"`}, 412},
+		{"limit zero", "GET", "/kv?limit=0", "", nil, 400},
+		{"limit too big", "GET", "/kv?limit=1001", "", nil, 400},
+		{"limit words", "GET", "/kv?limit=ten", "", nil, 400},
+		{"bad cursor", "GET", "/kv?cursor=!!", "", nil, 400},
+		{"bad prefix", "GET", "/kv?prefix=a%00", "", nil, 400},
+		{"no such endpoint", "GET", "/nope", "", nil, 404},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ts := newTestServer(t)
+			wantError(t, ts.do(tt.method, tt.target, tt.body, tt.header...), tt.status)
+			if n := ts.s3.count("PutObject"); n != 0 {
+				t.Errorf("a rejected request wrote %d objects", n)
+			}
+		})
+	}
+}
+
+func TestMethodNotAllowed(t *testing.T) {
+	tests := []struct{ method, target, allow string }{
+		{"POST", "/kv/k", "GET, HEAD, PUT, DELETE"},
+		{"PATCH", "/kv/k", "GET, HEAD, PUT, DELETE"},
+		{"PUT", "/kv", "GET, HEAD"},
+		{"DELETE", "/kv", "GET, HEAD"},
+		{"POST", "/healthz", "GET, HEAD"},
+		{"PUT", "/readyz", "GET, HEAD"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.method+tt.target, func(t *testing.T) {
+			w := newTestServer(t).do(tt.method, tt.target, "")
+			wantError(t, w, 405)
+			if got := w.Header().Get("Allow"); got != tt.allow {
+				t.Errorf("Allow: got %q, want %q", got, tt.allow)
+			}
+		})
+	}
+}
+
+func TestSizeLimitBoundary(t *testing.T) {
+	ts := newTestServer(t)
+	body := strings.Repeat("x", testMaxValue)
+	for _, te := range []string{"", "chunked"} {
+		if w := ts.do("PUT", "/kv/max", body, "Transfer-Encoding", te); w.Code != 200 {
+			t.Errorf("PUT of exactly the limit (%q): got %d %s", te, w.Code, w.Body)
+		}
+	}
+	if w := ts.do("GET", "/kv/max", ""); w.Body.String() != body {
+		t.Errorf("GET: got %d bytes, want %d", w.Body.Len(), len(body))
+	}
+}
+
+func TestSpoolLargeChunkedBody(t *testing.T) {
+	body := bytes.Repeat([]byte("0123456789"), spoolInMem/5) // past the in-memory part
+	r, n, cleanup, err := spool(bytes.NewReader(body))
+	defer cleanup()
+	if err != nil || n != int64(len(body)) {
+		t.Fatalf("spool: got %d, %v, want %d", n, err, len(body))
+	}
+	if _, isFile := r.(interface{ Name() string }); !isFile {
+		t.Error("a body over spoolInMem was kept in memory")
+	}
+	if got, _ := io.ReadAll(r); !bytes.Equal(got, body) {
+		t.Error("spooled body differs")
+	}
+}
+
+func TestConditionalWrites(t *testing.T) {
+	ts := newTestServer(t)
+	if w := ts.do("PUT", "/kv/c", "v1", "If-None-Match", "*"); w.Code != 200 {
+		t.Fatalf("If-None-Match * on absent: got %d", w.Code)
+	}
+	wantError(t, ts.do("PUT", "/kv/c", "v2", "If-None-Match", "*"), 412)
+	etag := ts.do("GET", "/kv/c", "").Header().Get("ETag")
+	wantError(t, ts.do("PUT", "/kv/c", "v2", "If-Match", `"not-it"`), 412)
+	if w := ts.do("PUT", "/kv/c", "v2", "If-Match", etag); w.Code != 200 {
+		t.Errorf("If-Match current: got %d %s", w.Code, w.Body)
+	}
+	wantError(t, ts.do("PUT", "/kv/c", "v3", "If-Match", etag), 412)
+	if got := ts.do("GET", "/kv/c", "").Body.String(); got != "v2" {
+		t.Errorf("value: got %q, want v2", got)
+	}
+}
+
+func TestTTLHeaders(t *testing.T) {
+	ts := newTestServer(t)
+	w := ts.do("PUT", "/kv/t?ttl=30", "v")
+	var resp struct {
+		ExpiresAt time.Time `json:"expires_at"`
+	}
+	if err := json.Unmarshal(w.Body.Bytes(), &resp); err != nil || !resp.ExpiresAt.Equal(ts.clock.now().Add(30*time.Second)) {
+		t.Fatalf("expires_at: got %s, want now+30s", w.Body)
+	}
+	for _, m := range []string{"GET", "HEAD"} {
+		exp, err := http.ParseTime(ts.do(m, "/kv/t", "").Header().Get("Expires"))
+		if err != nil || !exp.Equal(resp.ExpiresAt.Truncate(time.Second)) {
+			t.Errorf("%s Expires: got %v, %v, want %v", m, exp, err, resp.ExpiresAt.Truncate(time.Second))
+		}
+	}
+	ts.clock.set(resp.ExpiresAt)
+	wantError(t, ts.do("GET", "/kv/t", ""), 404)
+	if w := ts.do("PUT", "/kv/t", "v"); w.Code != 200 || strings.Contains(w.Body.String(), "expires_at") {
+		t.Errorf("PUT without ttl: got %d %s, want no expires_at", w.Code, w.Body)
+	}
+	if h := ts.do("GET", "/kv/t", "").Header(); h.Get("Expires") != "" {
+		t.Errorf("permanent key has Expires %q", h.Get("Expires"))
+	}
+}
+
+func TestParseTTL(t *testing.T) {
+	tests := []struct {
+		in   string
+		want time.Duration
+	}{
+		{"30s", 30 * time.Second}, {"5m", 5 * time.Minute}, {"1h30m", 90 * time.Minute}, {"1", time.Second},
+		{"1.5s", 1500 * time.Millisecond}, {"8760h", maxTTL}, {"31536000", maxTTL},
+		{"0", 0}, {"-1", 0}, {"abc", 0}, {"1ms", 0}, {"999ms", 0}, {"8761h", 0}, {"31536001", 0},
+		{"99999999999999999999", 0}, {"", 0}, {" 5", 0}, {"5 s", 0},
+	}
+	for _, tt := range tests {
+		got, err := parseTTL(tt.in)
+		if got != tt.want || (err == nil) != (tt.want != 0) {
+			t.Errorf("parseTTL(%q): got %v, %v, want %v", tt.in, got, err, tt.want)
+		}
+	}
+}
+
+func TestList(t *testing.T) {
+	ts := newTestServer(t)
+	for _, k := range []string{"a/1", "a/2", "a/3", "b"} {
+		ts.do("PUT", "/kv/"+k, "v")
+	}
+	var page struct {
+		Keys       []string
+		NextCursor *string `json:"next_cursor"`
+	}
+	var all []string
+	for cursor := ""; ; {
+		w := ts.do("GET", "/kv?prefix=a/&limit=2&cursor="+cursor, "")
+		page.NextCursor = nil
+		if err := json.Unmarshal(w.Body.Bytes(), &page); err != nil || w.Code != 200 {
+			t.Fatalf("list: got %d %s", w.Code, w.Body)
+		}
+		all = append(all, page.Keys...)
+		if page.NextCursor == nil {
+			break
+		}
+		cursor = *page.NextCursor
+	}
+	if strings.Join(all, ",") != "a/1,a/2,a/3" {
+		t.Errorf("keys: got %q, want a/1 a/2 a/3", all)
+	}
+	if w := ts.do("GET", "/kv?prefix=zzz", ""); w.Body.String() != "{\"keys\":[]}\n" {
+		t.Errorf("empty list: got %q, want {\"keys\":[]}", w.Body)
+	}
+}
+
+func TestRequestID(t *testing.T) {
+	ts := newTestServer(t)
+	if got := ts.do("GET", "/healthz", "", "X-Request-ID", "abc-123").Header().Get("X-Request-ID"); got != "abc-123" {
+		t.Errorf("sane ID: got %q, want it kept", got)
+	}
+	for _, bad := range []string{strings.Repeat("x", 65), "has space", "tab\there", "ünï"} {
+		got := ts.do("GET", "/healthz", "", "X-Request-ID", bad).Header().Get("X-Request-ID")
+		if got == "" || got == bad {
+			t.Errorf("ID %q: got %q, want a generated one", bad, got)
+		}
+	}
+	a, b := ts.do("GET", "/healthz", ""), ts.do("GET", "/healthz", "")
+	if a.Header().Get("X-Request-ID") == b.Header().Get("X-Request-ID") {
+		t.Error("two requests got the same generated ID")
+	}
+	if !strings.Contains(ts.log.String(), `"request_id":"abc-123"`) {
+		t.Error("the access log lacks the request ID")
+	}
+}
+
+func TestStorageDownIs503AndLogsNoValue(t *testing.T) {
+	ts := newTestServer(t)
+	ts.s3.hook = func(op, key string) error { return errors.New("dial tcp: connection refused") }
+	for _, r := range [][2]string{{"PUT", "/kv/k"}, {"GET", "/kv/k"}, {"HEAD", "/kv/k"}, {"DELETE", "/kv/k"}, {"GET", "/kv"}, {"GET", "/readyz"}} {
+		w := ts.do(r[0], r[1], "secret-value-42")
+		wantError(t, w, 503)
+		if w.Header().Get("Retry-After") == "" {
+			t.Errorf("%s %s: 503 without Retry-After", r[0], r[1])
+		}
+		if strings.Contains(w.Body.String(), "connection refused") {
+			t.Errorf("%s %s: error body leaks internals: %s", r[0], r[1], w.Body)
+		}
+	}
+	if strings.Contains(ts.log.String(), "secret-value-42") {
+		t.Error("the log holds a value")
+	}
+}
+
+func TestHealthAndReady(t *testing.T) {
+	ts := newTestServer(t)
+	if w := ts.do("GET", "/healthz", ""); w.Code != 200 {
+		t.Errorf("healthz: got %d", w.Code)
+	}
+	if w := ts.do("GET", "/readyz", ""); w.Code != 200 {
+		t.Errorf("readyz: got %d", w.Code)
+	}
+	ts.up.Store(false)
+	wantError(t, ts.do("GET", "/readyz", ""), 503)
+	if w := ts.do("GET", "/healthz", ""); w.Code != 200 {
+		t.Errorf("healthz while not ready: got %d, want 200", w.Code)
+	}
+}
+
+func TestLoadConfig(t *testing.T) {
+	base := map[string]string{"S3_BUCKET": "kv-data"}
+	tests := []struct {
+		name string
+		env  map[string]string
+		ok   bool
+	}{
+		{"defaults", nil, true},
+		{"no bucket", map[string]string{"S3_BUCKET": ""}, false},
+		{"short bucket", map[string]string{"S3_BUCKET": "ab"}, false},
+		{"half credentials", map[string]string{"S3_ACCESS_KEY": "k"}, false},
+		{"bad port", map[string]string{"PORT": "http"}, false},
+		{"bad timeout", map[string]string{"S3_TIMEOUT": "10"}, false},
+		{"negative timeout", map[string]string{"SHUTDOWN_TIMEOUT": "-1s"}, false},
+		{"bad size", map[string]string{"MAX_VALUE_BYTES": "lots"}, false},
+		{"bad level", map[string]string{"LOG_LEVEL": "loud"}, false},
+		{"bad bool", map[string]string{"S3_CREATE_BUCKET": "perhaps"}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := loadConfig(func(k string) string {
+				if v, ok := tt.env[k]; ok {
+					return v
+				}
+				return base[k]
+			})
+			if (err == nil) != tt.ok {
+				t.Fatalf("got %v, want ok=%v", err, tt.ok)
+			}
+			if tt.ok && (c.Port != "8080" || c.Region != "us-east-1" || c.MaxValueBytes != 25<<20 || c.S3Timeout != 10*time.Second) {
+				t.Errorf("defaults: got %+v", c)
+			}
+		})
+	}
+}

@@ -1,0 +1,529 @@
+package main
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"crypto/md5"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/aws/smithy-go"
+)
+
+// fakeS3 is an in-memory S3 bucket with the semantics the store relies on: conditional PutObject,
+// If-Match on DeleteObject (as AWS honours it), typed not-found errors, sorted paginated listing.
+type fakeS3 struct {
+	mu      sync.Mutex
+	objects map[string]fakeObject
+	bucket  bool
+	calls   map[string]int
+	// hook runs (unlocked) at the start of each call, to inject failures or races.
+	hook func(op, key string) error
+}
+
+type fakeObject struct {
+	body        []byte
+	etag, ctype string
+	meta        map[string]string
+	modified    time.Time
+}
+
+var _ s3API = (*fakeS3)(nil)
+
+func newFakeS3() *fakeS3 {
+	return &fakeS3{objects: map[string]fakeObject{}, bucket: true, calls: map[string]int{}}
+}
+
+func apiErr(code string) error { return &smithy.GenericAPIError{Code: code, Message: code} }
+
+func (f *fakeS3) enter(op, key string) error {
+	f.mu.Lock()
+	f.calls[op]++
+	hook := f.hook
+	f.mu.Unlock()
+	if hook != nil {
+		return hook(op, key)
+	}
+	return nil
+}
+
+func (f *fakeS3) count(op string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls[op]
+}
+
+func (f *fakeS3) PutObject(ctx context.Context, in *s3.PutObjectInput, _ ...func(*s3.Options)) (*s3.PutObjectOutput, error) {
+	if err := f.enter("PutObject", *in.Key); err != nil {
+		return nil, err
+	}
+	body, err := io.ReadAll(in.Body)
+	if err != nil {
+		return nil, err
+	}
+	if in.ContentLength != nil && int64(len(body)) != *in.ContentLength {
+		return nil, fmt.Errorf("fake: body has %d bytes, ContentLength says %d", len(body), *in.ContentLength)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	cur, exists := f.objects[*in.Key]
+	switch {
+	case in.IfNoneMatch != nil && exists:
+		return nil, apiErr("PreconditionFailed")
+	case in.IfMatch != nil && !exists:
+		return nil, &types.NoSuchKey{}
+	case in.IfMatch != nil && *in.IfMatch != cur.etag:
+		return nil, apiErr("PreconditionFailed")
+	}
+	sum := md5.Sum(body)
+	o := fakeObject{body: body, etag: `"` + hex.EncodeToString(sum[:]) + `"`, ctype: aws.ToString(in.ContentType),
+		meta: in.Metadata, modified: time.Now().UTC().Truncate(time.Second)}
+	f.objects[*in.Key] = o
+	return &s3.PutObjectOutput{ETag: &o.etag}, nil
+}
+
+func (f *fakeS3) object(op, key string, notFound error) (fakeObject, error) {
+	if err := f.enter(op, key); err != nil {
+		return fakeObject{}, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	o, ok := f.objects[key]
+	if !ok {
+		return o, notFound
+	}
+	return o, nil
+}
+
+func (f *fakeS3) GetObject(ctx context.Context, in *s3.GetObjectInput, _ ...func(*s3.Options)) (*s3.GetObjectOutput, error) {
+	o, err := f.object("GetObject", *in.Key, &types.NoSuchKey{})
+	if err != nil {
+		return nil, err
+	}
+	return &s3.GetObjectOutput{Body: io.NopCloser(bytes.NewReader(o.body)), ContentLength: aws.Int64(int64(len(o.body))),
+		ETag: &o.etag, ContentType: &o.ctype, LastModified: &o.modified, Metadata: o.meta}, nil
+}
+
+func (f *fakeS3) HeadObject(ctx context.Context, in *s3.HeadObjectInput, _ ...func(*s3.Options)) (*s3.HeadObjectOutput, error) {
+	o, err := f.object("HeadObject", *in.Key, &types.NotFound{})
+	if err != nil {
+		return nil, err
+	}
+	return &s3.HeadObjectOutput{ContentLength: aws.Int64(int64(len(o.body))), ETag: &o.etag, ContentType: &o.ctype,
+		LastModified: &o.modified, Metadata: o.meta}, nil
+}
+
+func (f *fakeS3) DeleteObject(ctx context.Context, in *s3.DeleteObjectInput, _ ...func(*s3.Options)) (*s3.DeleteObjectOutput, error) {
+	if err := f.enter("DeleteObject", *in.Key); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if o, ok := f.objects[*in.Key]; ok && in.IfMatch != nil && *in.IfMatch != o.etag {
+		return nil, apiErr("PreconditionFailed")
+	}
+	delete(f.objects, *in.Key)
+	return &s3.DeleteObjectOutput{}, nil
+}
+
+func (f *fakeS3) ListObjectsV2(ctx context.Context, in *s3.ListObjectsV2Input, _ ...func(*s3.Options)) (*s3.ListObjectsV2Output, error) {
+	if err := f.enter("ListObjectsV2", aws.ToString(in.Prefix)); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	after := max(aws.ToString(in.StartAfter), aws.ToString(in.ContinuationToken))
+	var names []string
+	for k := range f.objects {
+		if strings.HasPrefix(k, aws.ToString(in.Prefix)) && k > after {
+			names = append(names, k)
+		}
+	}
+	sort.Strings(names)
+	limit := int(aws.ToInt32(in.MaxKeys))
+	if limit == 0 {
+		limit = 1000
+	}
+	out := &s3.ListObjectsV2Output{IsTruncated: aws.Bool(len(names) > limit)}
+	names = names[:min(limit, len(names))]
+	for _, k := range names {
+		out.Contents = append(out.Contents, types.Object{Key: aws.String(k)})
+	}
+	if aws.ToBool(out.IsTruncated) {
+		out.NextContinuationToken = aws.String(names[len(names)-1])
+	}
+	return out, nil
+}
+
+func (f *fakeS3) HeadBucket(ctx context.Context, in *s3.HeadBucketInput, _ ...func(*s3.Options)) (*s3.HeadBucketOutput, error) {
+	if err := f.enter("HeadBucket", ""); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.bucket {
+		return nil, &types.NotFound{}
+	}
+	return &s3.HeadBucketOutput{}, nil
+}
+
+func (f *fakeS3) CreateBucket(ctx context.Context, in *s3.CreateBucketInput, _ ...func(*s3.Options)) (*s3.CreateBucketOutput, error) {
+	if err := f.enter("CreateBucket", ""); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.bucket = true
+	return &s3.CreateBucketOutput{}, nil
+}
+
+// clock is a settable time source for TTL tests.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time  { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) set(t time.Time) { c.mu.Lock(); defer c.mu.Unlock(); c.t = t }
+
+func newFakeStore(t *testing.T) (*Store, *fakeS3, *clock) {
+	t.Helper()
+	f := newFakeS3()
+	st := newStore(f, "test", time.Second)
+	c := &clock{t: time.Date(2026, 1, 2, 3, 4, 5, 600, time.UTC)}
+	st.now = c.now
+	return st, f, c
+}
+
+// keyPrefix gives each test its own key space, so tests can share a real bucket.
+func keyPrefix(t *testing.T) string {
+	return fmt.Sprintf("test-%s-%x/", strings.ReplaceAll(t.Name(), "/", "_"), rand.Uint32())
+}
+
+func put(t *testing.T, st *Store, key, value string, o PutOptions) Meta {
+	t.Helper()
+	m, err := st.Put(context.Background(), key, strings.NewReader(value), int64(len(value)), o)
+	if err != nil {
+		t.Fatalf("put %q: %v", key, err)
+	}
+	return m
+}
+
+func get(t *testing.T, st *Store, key string) (string, error) {
+	t.Helper()
+	body, _, err := st.Get(context.Background(), key, "")
+	if err != nil {
+		return "", err
+	}
+	defer body.Close()
+	b, err := io.ReadAll(body)
+	return string(b), err
+}
+
+func TestObjectPath(t *testing.T) {
+	tests := []struct{ key, want string }{
+		{"a", "a/@"},
+		{"a/b", "a/b/@"},
+		{"@", "@@/@"},
+		{"@x/y@/@@", "@@x/y@/@@@/@"},
+		{"ünï/cödé", "ünï/cödé/@"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.key, func(t *testing.T) {
+			if got := objectPath(tt.key, false); got != tt.want {
+				t.Errorf("objectPath(%q) = %q, want %q", tt.key, got, tt.want)
+			}
+			if got, ok := keyOf("", tt.want); !ok || got != tt.key {
+				t.Errorf("keyOf(%q) = %q, %v, want %q", tt.want, got, ok, tt.key)
+			}
+		})
+	}
+	// No key's object may be a folder of another's: MinIO could not list both.
+	keys := []string{"a", "a/b", "@", "a/@", "a/@@", "@/@", "a/b/@"}
+	for _, k1 := range keys {
+		for _, k2 := range keys {
+			if strings.HasPrefix(objectPath(k2, false), objectPath(k1, false)+"/") {
+				t.Errorf("object of %q is a folder of the object of %q", k1, k2)
+			}
+		}
+	}
+	if _, ok := keyOf(valuePrefix, "v/elsewhere"); ok {
+		t.Error("keyOf accepted an object name kv did not write")
+	}
+}
+
+func TestFailTranslatesS3Errors(t *testing.T) {
+	st, _, _ := newFakeStore(t)
+	tests := []struct {
+		err  error
+		want error
+	}{
+		{&types.NoSuchKey{}, ErrNotFound},
+		{&types.NotFound{}, ErrNotFound},
+		{apiErr("NoSuchKey"), ErrNotFound},
+		{apiErr("NotFound"), ErrNotFound},
+		{apiErr("PreconditionFailed"), ErrPrecondition},
+		{apiErr("ConditionalRequestConflict"), ErrPrecondition},
+		{apiErr("KeyTooLongError"), ErrBadKey},
+		{apiErr("XMinioInvalidObjectName"), ErrBadKey},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprint(tt.err), func(t *testing.T) {
+			if got := st.fail("get", "k", fmt.Errorf("wrapped: %w", tt.err)); !errors.Is(got, tt.want) {
+				t.Errorf("got %v, want %v", got, tt.want)
+			}
+		})
+	}
+	other := apiErr("InternalError")
+	got := st.fail("get", "some/key", other)
+	if !errors.Is(got, other) || !strings.Contains(got.Error(), `s3 get "some/key"`) {
+		t.Errorf("got %v, want the error wrapped with operation and key", got)
+	}
+	if st.fail("get", "k", nil) != nil {
+		t.Error("fail(nil) is not nil")
+	}
+}
+
+// storeAcceptance runs against the fake and, when S3_ENDPOINT is set, a real S3, so the fake cannot drift.
+func TestStoreAcceptance(t *testing.T) {
+	impls := map[string]*Store{"fake": newStore(newFakeS3(), "test", time.Second)}
+	if st := realStore(t); st != nil {
+		impls["s3"] = st
+	}
+	for name, st := range impls {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			p := keyPrefix(t)
+			if _, err := get(t, st, p+"missing"); !errors.Is(err, ErrNotFound) {
+				t.Errorf("get missing: got %v, want ErrNotFound", err)
+			}
+			if _, err := st.Head(ctx, p+"missing", ""); !errors.Is(err, ErrNotFound) {
+				t.Errorf("head missing: got %v, want ErrNotFound", err)
+			}
+			if err := st.Delete(ctx, p+"missing"); !errors.Is(err, ErrNotFound) {
+				t.Errorf("delete missing: got %v, want ErrNotFound", err)
+			}
+			m := put(t, st, p+"a", "one", PutOptions{ContentType: "text/plain", IfNoneMatch: true})
+			if _, err := st.Put(ctx, p+"a", strings.NewReader("two"), 3, PutOptions{IfNoneMatch: true}); !errors.Is(err, ErrPrecondition) {
+				t.Errorf("If-None-Match on existing key: got %v, want ErrPrecondition", err)
+			}
+			if _, err := st.Put(ctx, p+"a", strings.NewReader("two"), 3, PutOptions{IfMatch: `"0123"`}); !errors.Is(err, ErrPrecondition) {
+				t.Errorf("wrong If-Match: got %v, want ErrPrecondition", err)
+			}
+			if _, err := st.Put(ctx, p+"none", strings.NewReader("two"), 3, PutOptions{IfMatch: m.ETag}); !errors.Is(err, ErrPrecondition) {
+				t.Errorf("If-Match on missing key: got %v, want ErrPrecondition", err)
+			}
+			m2 := put(t, st, p+"a", "two", PutOptions{IfMatch: m.ETag})
+			if got, err := get(t, st, p+"a"); err != nil || got != "two" {
+				t.Errorf("get after If-Match write: got %q, %v, want two", got, err)
+			}
+			h, err := st.Head(ctx, p+"a", "")
+			if err != nil || h.ETag != m2.ETag || h.Size != 3 {
+				t.Errorf("head: got %+v, %v, want etag %s size 3", h, err, m2.ETag)
+			}
+			put(t, st, p+"a/b", "nested", PutOptions{})
+			put(t, st, p+"@x", "at", PutOptions{})
+			put(t, st, p+"b", "", PutOptions{})
+			var all []string
+			for after := ""; ; {
+				keys, next, err := st.List(ctx, p, after, 2)
+				if err != nil {
+					t.Fatalf("list: %v", err)
+				}
+				all = append(all, keys...)
+				if next == "" {
+					break
+				}
+				after = next
+			}
+			want := []string{p + "@x", p + "a", p + "a/b", p + "b"}
+			if !slices.Equal(all, want) {
+				t.Errorf("list pages: got %q, want %q", all, want)
+			}
+			if keys, _, _ := st.List(ctx, p+"a/", "", 10); !slices.Equal(keys, []string{p + "a/b"}) {
+				t.Errorf("list prefix a/: got %q, want only %q", keys, p+"a/b")
+			}
+			for _, k := range want {
+				if err := st.Delete(ctx, k); err != nil {
+					t.Errorf("delete %q: %v", k, err)
+				}
+			}
+			if keys, _, _ := st.List(ctx, p, "", 10); len(keys) != 0 {
+				t.Errorf("list after deletes: got %q, want none", keys)
+			}
+		})
+	}
+}
+
+// realStore is a store on the S3 the environment names, or nil (the test says why) when there is none.
+func realStore(t *testing.T) *Store {
+	t.Helper()
+	if os.Getenv("S3_ENDPOINT") == "" {
+		t.Log("S3_ENDPOINT is unset: the real-S3 half of this test is skipped (set S3_ENDPOINT, S3_BUCKET, S3_ACCESS_KEY, S3_SECRET_KEY)")
+		return nil
+	}
+	cfg, err := loadConfig(func(k string) string {
+		if k == "S3_BUCKET" {
+			return cmp.Or(os.Getenv(k), "kv-test")
+		}
+		return os.Getenv(k)
+	})
+	if err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	client, err := newS3Client(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := newStore(client, cfg.Bucket, cfg.S3Timeout)
+	if err := st.EnsureBucket(context.Background(), true); err != nil {
+		t.Fatalf("bucket %q on %s: %v", cfg.Bucket, cfg.S3Endpoint, err)
+	}
+	return st
+}
+
+func TestTTLExpiresAtTheInstant(t *testing.T) {
+	st, _, c := newFakeStore(t)
+	ctx := context.Background()
+	t0 := c.now()
+	m := put(t, st, "k", "v", PutOptions{TTL: 10 * time.Second})
+	if want := t0.Add(10 * time.Second); !m.ExpiresAt.Equal(want) {
+		t.Fatalf("ExpiresAt: got %v, want %v", m.ExpiresAt, want)
+	}
+	c.set(m.ExpiresAt.Add(-time.Nanosecond))
+	if got, err := get(t, st, "k"); err != nil || got != "v" {
+		t.Errorf("1ns before expiry: got %q, %v, want v", got, err)
+	}
+	if h, err := st.Head(ctx, "k", ""); err != nil || !h.ExpiresAt.Equal(m.ExpiresAt) {
+		t.Errorf("head 1ns before expiry: got %+v, %v", h, err)
+	}
+	if keys, _, _ := st.List(ctx, "", "", 10); !slices.Equal(keys, []string{"k"}) {
+		t.Errorf("list 1ns before expiry: got %q, want [k]", keys)
+	}
+	c.set(m.ExpiresAt)
+	if _, err := get(t, st, "k"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("at expiry: got %v, want ErrNotFound", err)
+	}
+	if _, err := st.Head(ctx, "k", ""); !errors.Is(err, ErrNotFound) {
+		t.Errorf("head at expiry: got %v, want ErrNotFound", err)
+	}
+	if keys, _, _ := st.List(ctx, "", "", 10); len(keys) != 0 {
+		t.Errorf("list at expiry: got %q, want none", keys)
+	}
+	if _, err := st.Put(ctx, "k", strings.NewReader("x"), 1, PutOptions{IfMatch: m.ETag}); !errors.Is(err, ErrPrecondition) {
+		t.Errorf("If-Match on an expired value: got %v, want ErrPrecondition", err)
+	}
+	put(t, st, "k", "fresh", PutOptions{IfNoneMatch: true}) // an expired value counts as absent
+	if got, err := get(t, st, "k"); err != nil || got != "fresh" {
+		t.Errorf("after If-None-Match over expired value: got %q, %v, want fresh", got, err)
+	}
+}
+
+func TestTTLOverwrite(t *testing.T) {
+	st, _, c := newFakeStore(t)
+	put(t, st, "k", "v1", PutOptions{TTL: time.Second})
+	put(t, st, "k", "v2", PutOptions{}) // no ttl: permanent again
+	c.set(c.now().Add(time.Hour))
+	if got, err := get(t, st, "k"); err != nil || got != "v2" {
+		t.Errorf("overwrite without ttl: got %q, %v, want v2 for good", got, err)
+	}
+	put(t, st, "k", "v3", PutOptions{TTL: time.Second}) // ttl on a permanent key
+	c.set(c.now().Add(time.Second))
+	if _, err := get(t, st, "k"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("ttl on a permanent key: got %v, want ErrNotFound after it", err)
+	}
+}
+
+func TestSweep(t *testing.T) {
+	st, f, c := newFakeStore(t)
+	ctx := context.Background()
+	put(t, st, "gone", "v", PutOptions{TTL: time.Second})
+	put(t, st, "later", "v", PutOptions{TTL: time.Hour})
+	put(t, st, "rewritten", "v", PutOptions{TTL: time.Second})
+	put(t, st, "rewritten", "permanent", PutOptions{})
+	put(t, st, "forever", "v", PutOptions{})
+	c.set(c.now().Add(2 * time.Second))
+	n, err := st.Sweep(ctx)
+	if err != nil || n != 1 {
+		t.Fatalf("sweep: got %d, %v, want 1 deleted", n, err)
+	}
+	for key, want := range map[string]bool{"gone": false, "later": true, "rewritten": true, "forever": true} {
+		if _, ok := f.objects[valueName(key)]; ok != want {
+			t.Errorf("object of %q present: got %v, want %v", key, ok, want)
+		}
+	}
+	var index []string
+	for name := range f.objects {
+		if strings.HasPrefix(name, indexPrefix) {
+			index = append(index, name)
+		}
+	}
+	if len(index) != 1 || !strings.HasSuffix(index[0], "/later/@") {
+		t.Errorf("index after sweep: got %q, want only the entry of later", index)
+	}
+	if n, err := st.Sweep(ctx); n != 0 || err != nil {
+		t.Errorf("second sweep: got %d, %v, want nothing to do", n, err)
+	}
+}
+
+func TestSweepSparesARewrite(t *testing.T) {
+	st, f, c := newFakeStore(t)
+	put(t, st, "k", "old", PutOptions{TTL: time.Second})
+	c.set(c.now().Add(2 * time.Second))
+	// A client rewrites the key between the sweeper's HEAD and its DELETE.
+	f.hook = func(op, key string) error {
+		if op == "DeleteObject" && key == valueName("k") {
+			f.hook = nil
+			put(t, st, "k", "new", PutOptions{})
+		}
+		return nil
+	}
+	if n, err := st.Sweep(context.Background()); err != nil || n != 0 {
+		t.Fatalf("sweep: got %d, %v, want 0 deleted", n, err)
+	}
+	if got, err := get(t, st, "k"); err != nil || got != "new" {
+		t.Errorf("after the race: got %q, %v, want the rewrite to survive", got, err)
+	}
+}
+
+func TestSweepWorkGrowsWithDueEntriesOnly(t *testing.T) {
+	st, f, c := newFakeStore(t)
+	for i := range 50 {
+		put(t, st, fmt.Sprintf("permanent-%d", i), "v", PutOptions{})
+		put(t, st, fmt.Sprintf("later-%d", i), "v", PutOptions{TTL: time.Hour})
+	}
+	put(t, st, "due", "v", PutOptions{TTL: time.Second})
+	c.set(c.now().Add(2 * time.Second))
+	heads := f.count("HeadObject")
+	if _, err := st.Sweep(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.count("HeadObject") - heads; got != 1 {
+		t.Errorf("sweep HEADs: got %d, want 1 (only the due key)", got)
+	}
+}
+
+func TestEnsureBucket(t *testing.T) {
+	st, f, _ := newFakeStore(t)
+	f.bucket = false
+	if err := st.EnsureBucket(context.Background(), false); !errors.Is(err, ErrNotFound) {
+		t.Errorf("missing bucket, no create: got %v, want ErrNotFound", err)
+	}
+	if err := st.EnsureBucket(context.Background(), true); err != nil || !f.bucket {
+		t.Errorf("missing bucket, create: got %v, bucket %v", err, f.bucket)
+	}
+}
