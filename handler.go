@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -109,7 +110,10 @@ func putOptions(r *http.Request) (PutOptions, error) {
 	default:
 		o.IfNoneMatch = true
 	}
-	q := r.URL.Query()
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return o, errors.New("malformed query string")
+	}
 	if q.Has("ttl") {
 		ttl, err := parseTTL(q.Get("ttl"))
 		if err != nil {
@@ -196,7 +200,11 @@ func handleDelete(log *slog.Logger, st *Store) http.HandlerFunc {
 
 func handleList(log *slog.Logger, st *Store) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		q := r.URL.Query()
+		q, err := url.ParseQuery(r.URL.RawQuery)
+		if err != nil {
+			writeError(w, 400, "malformed query string")
+			return
+		}
 		prefix := q.Get("prefix")
 		if err := checkKey(prefix, true); err != nil {
 			writeError(w, 400, "prefix: "+err.Error())

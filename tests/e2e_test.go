@@ -1,0 +1,497 @@
+// Package tests drives the real kv binary over HTTP against a real S3 (MinIO): black-box, end to end.
+//
+// With S3_ENDPOINT (and S3_BUCKET, S3_ACCESS_KEY, S3_SECRET_KEY) set, it builds the binary and starts its own
+// instances. With KV_URL set instead, it tests that running service (docker-compose run test) and skips what
+// needs its own instance. With neither, every test skips and says why.
+package tests
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+)
+
+var (
+	binary  string // the built service, when the tests start their own
+	shared  string // base URL of the service most tests use
+	maxSize int64  // that service's MAX_VALUE_BYTES
+	skipWhy string
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(func() int {
+		switch {
+		case os.Getenv("KV_URL") != "":
+			shared = strings.TrimRight(os.Getenv("KV_URL"), "/")
+			maxSize, _ = strconv.ParseInt(cmp.Or(os.Getenv("MAX_VALUE_BYTES"), "26214400"), 10, 64)
+		case os.Getenv("S3_ENDPOINT") != "":
+			dir, err := os.MkdirTemp("", "kv-e2e")
+			if err != nil {
+				panic(err)
+			}
+			defer os.RemoveAll(dir)
+			binary = filepath.Join(dir, "kv")
+			if out, err := exec.Command("go", "build", "-o", binary, "..").CombinedOutput(); err != nil {
+				fmt.Fprintf(os.Stderr, "building kv: %v\n%s", err, out)
+				return 1
+			}
+			maxSize = 1 << 20
+			kv, err := start(nil, map[string]string{"MAX_VALUE_BYTES": strconv.FormatInt(maxSize, 10)})
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+			defer kv.stop()
+			shared = kv.url
+		default:
+			skipWhy = "neither S3_ENDPOINT (the tests start kv against that S3) nor KV_URL (a running kv) is set"
+		}
+		return m.Run()
+	}())
+}
+
+// needService skips when there is no service to test, except under CI, where a skip would hide a gap.
+func needService(t *testing.T) {
+	t.Helper()
+	if skipWhy != "" && os.Getenv("CI") != "" {
+		t.Fatal("CI is set, so these tests must run: " + skipWhy)
+	}
+	if skipWhy != "" {
+		t.Skip(skipWhy)
+	}
+}
+
+func needOwnInstance(t *testing.T) {
+	t.Helper()
+	needService(t)
+	if binary == "" {
+		t.Skip("needs an instance of its own: set S3_ENDPOINT rather than KV_URL")
+	}
+}
+
+// instance is a running kv process.
+type instance struct {
+	url  string
+	cmd  *exec.Cmd
+	logs *syncBuffer
+	done chan error
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// start runs the binary on a free port with the test environment plus env, and waits until it is ready.
+func start(t *testing.T, env map[string]string) (*instance, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	ln.Close()
+	cmd := exec.Command(binary)
+	cmd.Env = append(os.Environ(), "PORT="+port, "S3_BUCKET="+bucket(), "TTL_SWEEP_INTERVAL=1s", "LOG_LEVEL=debug")
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	kv := &instance{url: "http://127.0.0.1:" + port, cmd: cmd, logs: &syncBuffer{}, done: make(chan error, 1)}
+	cmd.Stdout, cmd.Stderr = kv.logs, kv.logs
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	go func() { kv.done <- cmd.Wait() }()
+	if t != nil {
+		t.Cleanup(func() { kv.stop() })
+	}
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		select {
+		case err := <-kv.done:
+			return nil, fmt.Errorf("kv exited before it was ready: %v\n%s", err, kv.logs)
+		default:
+		}
+		if resp, err := http.Get(kv.url + "/readyz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return kv, nil
+			}
+		}
+	}
+	kv.stop()
+	return nil, fmt.Errorf("kv not ready after 30s:\n%s", kv.logs)
+}
+
+// stop sends SIGTERM and returns the process's exit error (nil for exit 0).
+func (kv *instance) stop() error {
+	if kv.cmd.ProcessState != nil {
+		return nil
+	}
+	kv.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-kv.done:
+		return err
+	case <-time.After(20 * time.Second):
+		kv.cmd.Process.Kill()
+		return fmt.Errorf("kv did not stop within 20s after SIGTERM")
+	}
+}
+
+func bucket() string { return cmp.Or(os.Getenv("S3_BUCKET"), "kv-e2e") }
+
+// keyPrefix gives each test its own keys, so tests can share a bucket and run again.
+func keyPrefix(t *testing.T) string { return fmt.Sprintf("e2e-%s-%x/", t.Name(), rand.Uint32()) }
+
+type response struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (r response) json(t *testing.T) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(r.body, &m); err != nil {
+		t.Fatalf("body %q is not a JSON object: %v", r.body, err)
+	}
+	return m
+}
+
+// call sends one request; header is name, value pairs. A -1 length sends the body chunked.
+func call(t *testing.T, method, u string, body []byte, header ...string) response {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequest(method, u, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	if req.Header.Get("Transfer-Encoding") == "chunked" {
+		req.ContentLength = -1
+		req.Body = io.NopCloser(rd) // hides the length, so the client sends it chunked
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, u, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: reading body: %v", method, u, err)
+	}
+	return response{resp.StatusCode, resp.Header, b}
+}
+
+// kvURL escapes each segment of key into a /kv/ URL.
+func kvURL(base, key string) string {
+	segs := strings.Split(key, "/")
+	for i, s := range segs {
+		segs[i] = url.PathEscape(s)
+	}
+	return base + "/kv/" + strings.Join(segs, "/")
+}
+
+func wantError(t *testing.T, r response, status int) {
+	t.Helper()
+	if r.status != status {
+		t.Fatalf("status: got %d, want %d (body %s)", r.status, status, r.body)
+	}
+	m := r.json(t)
+	if m["error"] == "" || m["request_id"] == nil || m["request_id"] != r.header.Get("X-Request-ID") {
+		t.Errorf("error body %s: want error and the X-Request-ID %q", r.body, r.header.Get("X-Request-ID"))
+	}
+}
+
+func TestPutGetRoundTrip(t *testing.T) {
+	needService(t)
+	p := keyPrefix(t)
+	all := make([]byte, 256)
+	for i := range all {
+		all[i] = byte(i)
+	}
+	tests := []struct {
+		name, key string
+		value     []byte
+	}{
+		{"text", p + "greeting", []byte("hello world")},
+		{"binary", p + "binary", all},
+		{"empty", p + "empty", []byte{}},
+		{"unicode key", p + "ünïcødé/ключ/鍵", []byte("unicode")},
+		{"slashes", p + "a/b/c/d", []byte("deep")},
+		{"spaces and symbols", p + "sp ace+plus%pct?q#h&amp;=eq", []byte("odd")},
+		{"at sign", p + "@/@@x", []byte("at")},
+		{"large", p + "large", bytes.Repeat([]byte("0123456789abcdef"), 64<<10)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			u := kvURL(shared, tt.key)
+			r := call(t, "PUT", u, tt.value, "Content-Type", "application/x-test")
+			if r.status != 200 {
+				t.Fatalf("PUT: got %d %s", r.status, r.body)
+			}
+			m := r.json(t)
+			if m["key"] != tt.key || m["size"] != float64(len(tt.value)) {
+				t.Errorf("PUT body: got %s, want key %q size %d", r.body, tt.key, len(tt.value))
+			}
+			if r.header.Get("ETag") == "" {
+				t.Error("PUT: no ETag")
+			}
+			g := call(t, "GET", u, nil)
+			if g.status != 200 || !bytes.Equal(g.body, tt.value) {
+				t.Fatalf("GET: got %d, %d bytes, want 200 and the %d bytes written", g.status, len(g.body), len(tt.value))
+			}
+			if g.header.Get("Content-Type") != "application/x-test" || g.header.Get("ETag") != r.header.Get("ETag") ||
+				g.header.Get("Content-Length") != strconv.Itoa(len(tt.value)) || g.header.Get("Last-Modified") == "" {
+				t.Errorf("GET headers: got %v", g.header)
+			}
+			h := call(t, "HEAD", u, nil)
+			if h.status != 200 || h.header.Get("Content-Length") != strconv.Itoa(len(tt.value)) || len(h.body) != 0 {
+				t.Errorf("HEAD: got %d, length %q", h.status, h.header.Get("Content-Length"))
+			}
+		})
+	}
+}
+
+func TestOverwriteDeleteAndConditions(t *testing.T) {
+	needService(t)
+	u := kvURL(shared, keyPrefix(t)+"k")
+	wantError(t, call(t, "GET", u, nil), 404)
+	wantError(t, call(t, "DELETE", u, nil), 404)
+	first := call(t, "PUT", u, []byte("one"), "If-None-Match", "*")
+	if first.status != 200 {
+		t.Fatalf("If-None-Match * on a new key: got %d %s", first.status, first.body)
+	}
+	wantError(t, call(t, "PUT", u, []byte("two"), "If-None-Match", "*"), 412)
+	wantError(t, call(t, "PUT", u, []byte("two"), "If-Match", `"00000000000000000000000000000000"`), 412)
+	if r := call(t, "PUT", u, []byte("two"), "If-Match", first.header.Get("ETag")); r.status != 200 {
+		t.Errorf("If-Match with the current ETag: got %d %s", r.status, r.body)
+	}
+	wantError(t, call(t, "PUT", u, []byte("three"), "If-Match", first.header.Get("ETag")), 412)
+	g := call(t, "GET", u, nil)
+	if string(g.body) != "two" {
+		t.Errorf("after conditional writes: got %q, want two", g.body)
+	}
+	if r := call(t, "GET", u, nil, "If-None-Match", g.header.Get("ETag")); r.status != 304 {
+		t.Errorf("GET If-None-Match current: got %d, want 304", r.status)
+	}
+	if r := call(t, "PUT", u, []byte("overwritten")); r.status != 200 {
+		t.Errorf("overwrite: got %d", r.status)
+	}
+	if g := call(t, "GET", u, nil); string(g.body) != "overwritten" {
+		t.Errorf("after overwrite: got %q", g.body)
+	}
+	if r := call(t, "DELETE", u, nil); r.status != 204 {
+		t.Errorf("DELETE: got %d, want 204", r.status)
+	}
+	wantError(t, call(t, "GET", u, nil), 404)
+	wantError(t, call(t, "PUT", kvURL(shared, keyPrefix(t)+"absent"), []byte("x"), "If-Match", `"abc"`), 412)
+}
+
+func TestBadInput(t *testing.T) {
+	needService(t)
+	p := keyPrefix(t)
+	big := bytes.Repeat([]byte("x"), int(maxSize)+1)
+	tests := []struct {
+		name, method, path string
+		body               []byte
+		header             []string
+		status             int
+	}{
+		{"dot-dot segment", "PUT", "/kv/" + p + "a/../b", []byte("v"), nil, 400},
+		{"dot segment", "GET", "/kv/" + p + "./b", nil, nil, 400},
+		{"double slash", "PUT", "/kv/" + p + "a//b", []byte("v"), nil, 400},
+		{"trailing slash", "PUT", "/kv/" + p + "a/", []byte("v"), nil, 400},
+		{"empty key", "PUT", "/kv/", []byte("v"), nil, 400},
+		{"NUL", "PUT", "/kv/" + p + "a%00", []byte("v"), nil, 400},
+		{"bad UTF-8", "PUT", "/kv/" + p + "%c3%28", []byte("v"), nil, 400},
+		{"key too long", "PUT", "/kv/" + p + strings.Repeat("k", 1024), []byte("v"), nil, 400},
+		{"bad ttl", "PUT", "/kv/" + p + "t?ttl=soon", []byte("v"), nil, 400},
+		{"too large", "PUT", "/kv/" + p + "big", big, nil, 413},
+		{"too large, chunked", "PUT", "/kv/" + p + "big", big, []string{"Transfer-Encoding", "chunked"}, 413},
+		{"POST", "POST", "/kv/" + p + "k", []byte("v"), nil, 405},
+		{"PUT on the list", "PUT", "/kv", []byte("v"), nil, 405},
+		{"bad limit", "GET", "/kv?limit=5000", nil, nil, 400},
+		{"bad cursor", "GET", "/kv?cursor=%%%", nil, nil, 400},
+		{"unknown path", "GET", "/nothing/here", nil, nil, 404},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			wantError(t, call(t, tt.method, shared+tt.path, tt.body, tt.header...), tt.status)
+		})
+	}
+	if r := call(t, "POST", shared+"/kv/"+p+"k", nil); r.header.Get("Allow") != "GET, HEAD, PUT, DELETE" {
+		t.Errorf("405 Allow: got %q", r.header.Get("Allow"))
+	}
+	// Nothing was written by any of them.
+	r := call(t, "GET", shared+"/kv?prefix="+url.QueryEscape(p), nil)
+	if keys := r.json(t)["keys"].([]any); len(keys) != 0 {
+		t.Errorf("rejected requests wrote %v", keys)
+	}
+}
+
+func TestList(t *testing.T) {
+	needService(t)
+	p := keyPrefix(t)
+	want := []string{p + "a", p + "a/x", p + "b", p + "ü"}
+	for _, k := range want {
+		call(t, "PUT", kvURL(shared, k), []byte("v"))
+	}
+	var got []string
+	cursor := ""
+	for pages := 0; ; pages++ {
+		r := call(t, "GET", shared+"/kv?limit=1&prefix="+url.QueryEscape(p)+"&cursor="+cursor, nil)
+		if r.status != 200 {
+			t.Fatalf("list: got %d %s", r.status, r.body)
+		}
+		m := r.json(t)
+		for _, k := range m["keys"].([]any) {
+			got = append(got, k.(string))
+		}
+		next, ok := m["next_cursor"].(string)
+		if !ok || pages > 10 {
+			break
+		}
+		cursor = url.QueryEscape(next)
+	}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("listed: got %q, want %q", got, want)
+	}
+}
+
+func TestTTL(t *testing.T) {
+	needService(t)
+	key := keyPrefix(t) + "short"
+	u := kvURL(shared, key)
+	r := call(t, "PUT", u+"?ttl=2s", []byte("brief"))
+	if r.status != 200 {
+		t.Fatalf("PUT ttl=2s: got %d %s", r.status, r.body)
+	}
+	expires, err := time.Parse(time.RFC3339Nano, r.json(t)["expires_at"].(string))
+	if err != nil {
+		t.Fatalf("expires_at: %v", err)
+	}
+	g := call(t, "GET", u, nil)
+	if g.status != 200 || g.header.Get("Expires") == "" {
+		t.Errorf("GET before expiry: got %d, Expires %q", g.status, g.header.Get("Expires"))
+	}
+	time.Sleep(time.Until(expires) + 50*time.Millisecond)
+	wantError(t, call(t, "GET", u, nil), 404)
+	if h := call(t, "HEAD", u, nil); h.status != 404 {
+		t.Errorf("HEAD after expiry: got %d, want 404", h.status)
+	}
+	if binary == "" {
+		return // the running service's sweep interval is not ours to know
+	}
+	client := s3Client(t)
+	object := "v/" + key + "/@"
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		_, err := client.HeadObject(context.Background(), &s3.HeadObjectInput{Bucket: aws.String(bucket()), Key: &object})
+		if err != nil && strings.Contains(err.Error(), "NotFound") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("object %s still in the bucket 5s after expiry (sweep interval 1s): %v", object, err)
+		}
+	}
+}
+
+func s3Client(t *testing.T) *s3.Client {
+	t.Helper()
+	return s3.New(s3.Options{
+		Region:       cmp.Or(os.Getenv("S3_REGION"), "us-east-1"),
+		BaseEndpoint: aws.String(os.Getenv("S3_ENDPOINT")),
+		UsePathStyle: true,
+		Credentials:  credentials.NewStaticCredentialsProvider(os.Getenv("S3_ACCESS_KEY"), os.Getenv("S3_SECRET_KEY"), ""),
+	})
+}
+
+func TestPersistsAcrossRestart(t *testing.T) {
+	needOwnInstance(t)
+	kv, err := start(t, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := kvURL(kv.url, keyPrefix(t)+"durable")
+	value := []byte("survives a restart \x00\xff")
+	if r := call(t, "PUT", u, value); r.status != 200 {
+		t.Fatalf("PUT: got %d", r.status)
+	}
+	if err := kv.stop(); err != nil {
+		t.Fatalf("SIGTERM: got %v, want exit 0", err)
+	}
+	kv2, err := start(t, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := call(t, "GET", strings.Replace(u, kv.url, kv2.url, 1), nil); g.status != 200 || !bytes.Equal(g.body, value) {
+		t.Errorf("after restart: got %d %q, want %q", g.status, g.body, value)
+	}
+}
+
+func TestHealthAndLogs(t *testing.T) {
+	needOwnInstance(t)
+	kv, err := start(t, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{"/healthz", "/readyz"} {
+		if r := call(t, "GET", kv.url+path, nil); r.status != 200 {
+			t.Errorf("%s: got %d", path, r.status)
+		}
+	}
+	secretValue := fmt.Sprintf("value-that-must-not-be-logged-%x", rand.Uint64())
+	call(t, "PUT", kvURL(kv.url, keyPrefix(t)+"v"), []byte(secretValue))
+	call(t, "GET", kvURL(kv.url, keyPrefix(t)+"v"), nil)
+	r := call(t, "GET", kv.url+"/kv/"+keyPrefix(t)+"missing", nil, "X-Request-ID", "trace-me-42")
+	if r.header.Get("X-Request-ID") != "trace-me-42" {
+		t.Errorf("X-Request-ID: got %q, want the one sent", r.header.Get("X-Request-ID"))
+	}
+	if err := kv.stop(); err != nil {
+		t.Fatalf("SIGTERM: got %v, want exit 0", err)
+	}
+	logs := kv.logs.String()
+	for _, line := range strings.Split(strings.TrimSpace(logs), "\n") {
+		if !json.Valid([]byte(line)) {
+			t.Errorf("log line is not JSON: %s", line)
+		}
+	}
+	if !strings.Contains(logs, `"request_id":"trace-me-42"`) {
+		t.Error("the access log lacks the request ID")
+	}
+	for what, s := range map[string]string{"the S3 secret": os.Getenv("S3_SECRET_KEY"), "a value": secretValue} {
+		if s != "" && strings.Contains(logs, s) {
+			t.Errorf("the log holds %s", what)
+		}
+	}
+}
