@@ -27,7 +27,7 @@ const (
 )
 
 // newServer registers every route and wraps them in the middleware every request passes.
-func newServer(log *slog.Logger, st *Store, maxValue int64, ready *atomic.Bool) http.Handler {
+func newServer(log *slog.Logger, st *Store, m *metrics, maxValue int64, ready *atomic.Bool) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("PUT /kv/{key...}", handlePut(log, st, maxValue))
 	mux.HandleFunc("GET /kv/{key...}", handleGet(log, st))
@@ -40,8 +40,10 @@ func newServer(log *slog.Logger, st *Store, maxValue int64, ready *atomic.Bool) 
 	mux.HandleFunc("/healthz", methodNotAllowed("GET, HEAD"))
 	mux.HandleFunc("GET /readyz", handleReady(st, ready))
 	mux.HandleFunc("/readyz", methodNotAllowed("GET, HEAD"))
+	mux.Handle("GET /metrics", m)
+	mux.HandleFunc("/metrics", methodNotAllowed("GET, HEAD"))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { writeError(w, 404, "no such endpoint") })
-	return withRequestLog(log, checkKeyPath(mux))
+	return withRequestLog(log, m, checkKeyPath(mux))
 }
 
 func handlePut(log *slog.Logger, st *Store, maxValue int64) http.HandlerFunc {
@@ -372,11 +374,13 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Write(append(b, '\n'))
 }
 
-// withRequestLog gives every request an ID (a sane incoming X-Request-ID is kept), echoes it, and writes
-// one access line per request. Values, keys and headers other than the ID are never logged.
-func withRequestLog(log *slog.Logger, next http.Handler) http.Handler {
+// withRequestLog gives every request an ID (a sane incoming X-Request-ID is kept), echoes it, writes one
+// access line per request and counts it. Values, keys and headers other than the ID are never logged.
+func withRequestLog(log *slog.Logger, m *metrics, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
+		m.inFlight.Add(1)
+		defer m.inFlight.Add(-1)
 		id := r.Header.Get("X-Request-ID")
 		if !validRequestID(id) {
 			id = strconv.FormatUint(rand.Uint64(), 36)
@@ -387,9 +391,11 @@ func withRequestLog(log *slog.Logger, next http.Handler) http.Handler {
 		if rec.status == 0 {
 			rec.status = 499 // nothing written: the client closed the request
 		}
+		d := time.Since(start)
+		m.observeHTTP(r.Pattern, r.Method, rec.status, d)
 		log.LogAttrs(r.Context(), slog.LevelInfo, "request", slog.String("request_id", id),
 			slog.String("method", r.Method), slog.String("route", r.Pattern), slog.Int("status", rec.status),
-			slog.Int64("bytes", rec.bytes), slog.Duration("duration", time.Since(start)))
+			slog.Int64("bytes", rec.bytes), slog.Float64("duration_ms", float64(d.Microseconds())/1000))
 	})
 }
 

@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -30,7 +32,7 @@ func newTestServer(t *testing.T) *testServer {
 	var logs bytes.Buffer
 	ready := &atomic.Bool{}
 	ready.Store(true)
-	h := newServer(slog.New(slog.NewJSONHandler(&logs, nil)), st, testMaxValue, ready)
+	h := newServer(slog.New(slog.NewJSONHandler(&logs, nil)), st, newMetrics(nil), testMaxValue, ready)
 	return &testServer{h: h, s3: f, log: &logs, up: ready, clock: c}
 }
 
@@ -395,5 +397,58 @@ func TestLoadConfig(t *testing.T) {
 				t.Errorf("defaults: got %+v", c)
 			}
 		})
+	}
+}
+
+func TestMetricsExposition(t *testing.T) {
+	m := newMetrics(newCache(1<<20, 0))
+	m.start = time.Unix(1700000000, 500e6)
+	m.observeHTTP("GET /kv/{key...}", "GET", 200, 3*time.Millisecond)
+	m.observeHTTP("GET /kv/{key...}", "GET", 200, 2*time.Second)
+	m.observeHTTP("", "BREW", 405, time.Millisecond)
+	series[s3Labels, atomic.Int64](&m.s3Calls, s3Labels{"GetObject", "ok"}).Add(2)
+	series[string, histogram](&m.s3Latency, "GetObject").observe(20 * time.Second)
+	m.cache.put("k", entry("k", "vv"))
+	m.reclaimed.Add(4)
+	w := httptest.NewRecorder()
+	m.ServeHTTP(w, httptest.NewRequest("GET", "/metrics", nil))
+	if ct := w.Header().Get("Content-Type"); ct != "text/plain; version=0.0.4; charset=utf-8" {
+		t.Errorf("Content-Type: got %q", ct)
+	}
+	got := regexp.MustCompile(`(?m)^(go_goroutines|kv_build_info\{.*\}) .*$`).ReplaceAllString(w.Body.String(), "$1 X")
+	want, err := os.ReadFile("testdata/metrics.golden")
+	if os.Getenv("UPDATE_GOLDEN") != "" {
+		os.WriteFile("testdata/metrics.golden", []byte(got), 0o644)
+		return
+	}
+	if got := labelValue("a\"b\\c\nd"); got != `"a\"b\\c\nd"` {
+		t.Errorf("labelValue: got %s", got)
+	}
+	if err != nil || got != string(want) {
+		t.Errorf("exposition differs from testdata/metrics.golden (UPDATE_GOLDEN=1 rewrites it):\n%s", got)
+	}
+}
+
+func TestMetricsCountRequests(t *testing.T) {
+	ts := newTestServer(t)
+	ts.do("PUT", "/kv/k", "v")
+	ts.do("GET", "/kv/k", "")
+	ts.do("GET", "/kv/missing", "")
+	ts.do("GET", "/kv/missing", "")
+	ts.do("GET", "/kv/a//b", "")
+	body := ts.do("GET", "/metrics", "").Body.String()
+	for _, line := range []string{
+		`http_requests_total{route="PUT /kv/{key...}",method="PUT",code="200"} 1`,
+		`http_requests_total{route="GET /kv/{key...}",method="GET",code="200"} 1`,
+		`http_requests_total{route="GET /kv/{key...}",method="GET",code="404"} 2`,
+		`http_requests_total{route="unmatched",method="GET",code="400"} 1`,
+		`http_requests_in_flight 1`,
+	} {
+		if !strings.Contains(body, line+"\n") {
+			t.Errorf("metrics lack %q", line)
+		}
+	}
+	if strings.Contains(body, "missing") {
+		t.Error("a key reached a metric label")
 	}
 }

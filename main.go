@@ -24,6 +24,7 @@ import (
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/smithy-go/middleware"
 )
 
 func main() {
@@ -46,6 +47,8 @@ type config struct {
 	StartupTimeout   time.Duration
 	ShutdownTimeout  time.Duration
 	TTLSweepInterval time.Duration
+	CacheMaxBytes    int64
+	CacheTTL         time.Duration
 	LogLevel         slog.Level
 }
 
@@ -68,6 +71,8 @@ func loadConfig(getenv func(string) string) (config, error) {
 		StartupTimeout:   p.duration("STARTUP_TIMEOUT", 60*time.Second),
 		ShutdownTimeout:  p.duration("SHUTDOWN_TIMEOUT", 10*time.Second),
 		TTLSweepInterval: p.duration("TTL_SWEEP_INTERVAL", time.Minute),
+		CacheMaxBytes:    p.int("CACHE_MAX_BYTES", 64<<20),
+		CacheTTL:         p.duration("CACHE_TTL", 0),
 	}
 	if err := c.LogLevel.UnmarshalText([]byte(cmp.Or(getenv("LOG_LEVEL"), "info"))); err != nil && p.err == nil {
 		p.err = errors.New("LOG_LEVEL must be debug, info, warn or error")
@@ -84,8 +89,8 @@ func loadConfig(getenv func(string) string) (config, error) {
 		return c, fmt.Errorf("S3_BUCKET %q is not a valid bucket name (3-63 lowercase letters, digits, dots, hyphens)", c.Bucket)
 	case (c.AccessKey == "") != (c.SecretKey == ""):
 		return c, errors.New("set both S3_ACCESS_KEY and S3_SECRET_KEY, or neither to use the default AWS credential chain")
-	case c.MaxValueBytes < 0:
-		return c, errors.New("MAX_VALUE_BYTES must not be negative")
+	case c.MaxValueBytes < 0 || c.CacheMaxBytes < 0:
+		return c, errors.New("MAX_VALUE_BYTES and CACHE_MAX_BYTES must not be negative")
 	}
 	return c, nil
 }
@@ -136,18 +141,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	defer stop()
 	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: cfg.LogLevel}))
 
-	client, err := newS3Client(ctx, cfg)
+	c := newCache(cfg.CacheMaxBytes, cfg.CacheTTL)
+	m := newMetrics(c)
+	client, err := newS3Client(ctx, cfg, m.s3Middleware)
 	if err != nil {
 		return err
 	}
-	store := newStore(client, cfg.Bucket, cfg.S3Timeout)
+	store := newStore(client, cfg.Bucket, cfg.S3Timeout, c)
 	ln, err := net.Listen("tcp", ":"+cfg.Port)
 	if err != nil {
 		return err
 	}
 	var ready atomic.Bool
 	srv := &http.Server{
-		Handler:           newServer(log, store, cfg.MaxValueBytes, &ready),
+		Handler:           newServer(log, store, m, cfg.MaxValueBytes, &ready),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       5 * time.Minute, // a whole upload, however slow the client
 		IdleTimeout:       2 * time.Minute,
@@ -166,7 +173,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	sweeperDone := make(chan struct{})
 	go func() {
 		defer close(sweeperDone)
-		sweep(ctx, log, store, cfg.TTLSweepInterval)
+		sweep(ctx, log, store, m, cfg.TTLSweepInterval)
 	}()
 
 	select {
@@ -210,7 +217,7 @@ func waitForBucket(ctx context.Context, log *slog.Logger, store *Store, cfg conf
 }
 
 // sweep reclaims expired values every interval until ctx ends.
-func sweep(ctx context.Context, log *slog.Logger, store *Store, interval time.Duration) {
+func sweep(ctx context.Context, log *slog.Logger, store *Store, m *metrics, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -219,6 +226,7 @@ func sweep(ctx context.Context, log *slog.Logger, store *Store, interval time.Du
 			return
 		case <-t.C:
 			n, err := store.Sweep(ctx)
+			m.reclaimed.Add(int64(n))
 			if err != nil && ctx.Err() == nil {
 				log.Warn("ttl sweep failed", "err", err, "deleted", n)
 			} else if n > 0 {
@@ -228,7 +236,7 @@ func sweep(ctx context.Context, log *slog.Logger, store *Store, interval time.Du
 	}
 }
 
-func newS3Client(ctx context.Context, cfg config) (*s3.Client, error) {
+func newS3Client(ctx context.Context, cfg config, apiOptions ...func(*middleware.Stack) error) (*s3.Client, error) {
 	// One pooled connection per concurrent request, kept for reuse: the default pool keeps only a few.
 	httpClient := awshttp.NewBuildableClient().WithTransportOptions(func(t *http.Transport) {
 		t.MaxIdleConns, t.MaxIdleConnsPerHost = 1024, 1024
@@ -252,6 +260,7 @@ func newS3Client(ctx context.Context, cfg config) (*s3.Client, error) {
 		o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
 		// Sign an unsigned payload, so a PUT streams its body instead of hashing (and so holding) it first.
 		o.APIOptions = append(o.APIOptions, v4.SwapComputePayloadSHA256ForUnsignedPayloadMiddleware)
+		o.APIOptions = append(o.APIOptions, apiOptions...)
 	}), nil
 }
 

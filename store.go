@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -107,10 +108,11 @@ type Store struct {
 	bucket  string
 	timeout time.Duration
 	now     func() time.Time
+	cache   *cache // nil: off
 }
 
-func newStore(client s3API, bucket string, timeout time.Duration) *Store {
-	return &Store{s3: client, bucket: bucket, timeout: timeout, now: time.Now}
+func newStore(client s3API, bucket string, timeout time.Duration, c *cache) *Store {
+	return &Store{s3: client, bucket: bucket, timeout: timeout, now: time.Now, cache: c}
 }
 
 func (s *Store) expired(m Meta) bool { return !m.ExpiresAt.IsZero() && !s.now().Before(m.ExpiresAt) }
@@ -118,6 +120,15 @@ func (s *Store) expired(m Meta) bool { return !m.ExpiresAt.IsZero() && !s.now().
 // Put stores body (size bytes) under key. Preconditions are checked against the live value (an expired
 // value counts as absent) and enforced by S3's conditional PutObject, so a concurrent writer cannot slip in.
 func (s *Store) Put(ctx context.Context, key string, body io.Reader, size int64, o PutOptions) (Meta, error) {
+	var cached *cacheEntry // what the cache holds for key once the write is over: nil, or the new value
+	var kept *bytes.Buffer
+	if s.cache != nil {
+		defer func() { s.cache.put(key, cached) }()
+		if s.cache.fits(size) {
+			kept = bytes.NewBuffer(make([]byte, 0, size))
+			body = io.TeeReader(body, kept)
+		}
+	}
 	in := &s3.PutObjectInput{
 		Bucket: &s.bucket, Key: aws.String(valueName(key)), ContentLength: &size,
 		ContentType: aws.String(o.ContentType),
@@ -160,8 +171,12 @@ func (s *Store) Put(ctx context.Context, key string, body io.Reader, size int64,
 	if err != nil {
 		return Meta{}, s.fail("put", key, err)
 	}
-	return Meta{Size: size, ETag: aws.ToString(out.ETag), ContentType: o.ContentType, ExpiresAt: expires,
-		Version: aws.ToString(out.VersionId)}, nil
+	m := Meta{Size: size, ETag: aws.ToString(out.ETag), ContentType: o.ContentType, ExpiresAt: expires,
+		Version: aws.ToString(out.VersionId), LastModified: s.now().UTC().Truncate(time.Second)}
+	if kept != nil && int64(kept.Len()) == size {
+		cached = &cacheEntry{key: key, value: kept.Bytes(), meta: m, stored: s.now()}
+	}
+	return m, nil
 }
 
 func (s *Store) putIndex(ctx context.Context, key string, at time.Time) error {
@@ -181,8 +196,47 @@ func indexKey(key string, at time.Time) string {
 	return fmt.Sprintf("%s%0*d/%s", indexPrefix, indexWidth, sec, objectPath(key, false))
 }
 
-// Get returns the value's body, which the caller must close. An expired value is ErrNotFound.
+// Get returns the value's body, which the caller must close. An expired value is ErrNotFound. With the
+// cache on, small values come from memory, and concurrent misses on one key share one S3 GET.
 func (s *Store) Get(ctx context.Context, key, version string) (io.ReadCloser, Meta, error) {
+	if s.cache == nil || version != "" {
+		return s.getObject(ctx, key, version)
+	}
+	e, f, leader, gen := s.cache.get(key, s.now())
+	switch {
+	case e != nil:
+		return io.NopCloser(bytes.NewReader(e.value)), e.meta, nil
+	case !leader:
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			return nil, Meta{}, ctx.Err()
+		}
+		if f.entry != nil {
+			return io.NopCloser(bytes.NewReader(f.entry.value)), f.entry.meta, nil
+		}
+		if errors.Is(f.err, ErrNotFound) {
+			return nil, Meta{}, ErrNotFound
+		}
+		return s.getObject(ctx, key, "") // too large to share, or the leader failed: ask for ourselves
+	}
+	defer s.cache.finish(key, f, gen)
+	body, m, err := s.getObject(ctx, key, "")
+	if f.err = err; err != nil || !s.cache.fits(m.Size) {
+		return body, m, err
+	}
+	value := make([]byte, m.Size)
+	_, err = io.ReadFull(body, value)
+	body.Close()
+	if err != nil {
+		f.err = s.fail("get", key, err)
+		return nil, Meta{}, f.err
+	}
+	f.entry = &cacheEntry{key: key, value: value, meta: m, stored: s.now()}
+	return io.NopCloser(bytes.NewReader(value)), m, nil
+}
+
+func (s *Store) getObject(ctx context.Context, key, version string) (io.ReadCloser, Meta, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	timer := time.AfterFunc(s.timeout, cancel)
 	out, err := s.s3.GetObject(ctx, &s3.GetObjectInput{Bucket: &s.bucket, Key: aws.String(valueName(key)),
@@ -220,6 +274,9 @@ func (s *Store) Head(ctx context.Context, key, version string) (Meta, error) {
 // Delete removes key; ErrNotFound when it is absent or expired. S3's DeleteObject succeeds on absent
 // keys, so a HEAD comes first; a write racing between the two is deleted, as if it came just before.
 func (s *Store) Delete(ctx context.Context, key string) error {
+	if s.cache != nil {
+		defer s.cache.put(key, nil)
+	}
 	m, err := s.Head(ctx, key, "")
 	if err != nil && (!errors.Is(err, ErrNotFound) || m.ETag == "") {
 		return err
@@ -368,24 +425,35 @@ func (s *Store) fail(op, key string, err error) error {
 	if err == nil {
 		return nil
 	}
+	if sentinel := classify(err); sentinel != nil {
+		return sentinel
+	}
+	return fmt.Errorf("s3 %s %q: %w", op, key, err)
+}
+
+// classify returns the store's sentinel for an S3 error, or nil when it has none.
+func classify(err error) error {
 	var nsk *types.NoSuchKey
 	var nf *types.NotFound
 	var nb *types.NoSuchBucket
-	if errors.As(err, &nsk) || errors.As(err, &nf) || errors.As(err, &nb) {
-		return ErrNotFound
-	}
 	var api smithy.APIError
-	if errors.As(err, &api) {
-		switch api.ErrorCode() {
-		case "NoSuchKey", "NotFound", "NoSuchBucket", "NoSuchVersion":
-			return ErrNotFound
-		case "PreconditionFailed", "ConditionalRequestConflict":
-			return ErrPrecondition
-		case "KeyTooLongError", "XMinioInvalidObjectName", "InvalidObjectName":
-			return ErrBadKey
-		}
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &nsk), errors.As(err, &nf), errors.As(err, &nb):
+		return ErrNotFound
+	case !errors.As(err, &api):
+		return nil
 	}
-	return fmt.Errorf("s3 %s %q: %w", op, key, err)
+	switch api.ErrorCode() {
+	case "NoSuchKey", "NotFound", "NoSuchBucket", "NoSuchVersion":
+		return ErrNotFound
+	case "PreconditionFailed", "ConditionalRequestConflict":
+		return ErrPrecondition
+	case "KeyTooLongError", "XMinioInvalidObjectName", "InvalidObjectName":
+		return ErrBadKey
+	}
+	return nil
 }
 
 func meta(size *int64, etag, ctype *string, mod *time.Time, md map[string]string, version *string) Meta {

@@ -203,7 +203,7 @@ func (c *clock) set(t time.Time) { c.mu.Lock(); defer c.mu.Unlock(); c.t = t }
 func newFakeStore(t *testing.T) (*Store, *fakeS3, *clock) {
 	t.Helper()
 	f := newFakeS3()
-	st := newStore(f, "test", time.Second)
+	st := newStore(f, "test", time.Second, nil)
 	c := &clock{t: time.Date(2026, 1, 2, 3, 4, 5, 600, time.UTC)}
 	st.now = c.now
 	return st, f, c
@@ -300,7 +300,7 @@ func TestFailTranslatesS3Errors(t *testing.T) {
 
 // storeAcceptance runs against the fake and, when S3_ENDPOINT is set, a real S3, so the fake cannot drift.
 func TestStoreAcceptance(t *testing.T) {
-	impls := map[string]*Store{"fake": newStore(newFakeS3(), "test", time.Second)}
+	impls := map[string]*Store{"fake": newStore(newFakeS3(), "test", time.Second, nil)}
 	if st := realStore(t); st != nil {
 		impls["s3"] = st
 	}
@@ -392,7 +392,7 @@ func realStore(t *testing.T) *Store {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := newStore(client, cfg.Bucket, cfg.S3Timeout)
+	st := newStore(client, cfg.Bucket, cfg.S3Timeout, nil)
 	if err := st.EnsureBucket(context.Background(), true); err != nil {
 		t.Fatalf("bucket %q on %s: %v", cfg.Bucket, cfg.S3Endpoint, err)
 	}
@@ -528,5 +528,187 @@ func TestEnsureBucket(t *testing.T) {
 	}
 	if err := st.EnsureBucket(context.Background(), true); err != nil || !f.bucket {
 		t.Errorf("missing bucket, create: got %v, bucket %v", err, f.bucket)
+	}
+}
+
+func entry(key, value string) *cacheEntry { return &cacheEntry{key: key, value: []byte(value)} }
+
+func cachedKeys(c *cache) []string {
+	var keys []string
+	for el := c.ll.Front(); el != nil; el = el.Next() {
+		keys = append(keys, el.Value.(*cacheEntry).key)
+	}
+	return keys
+}
+
+func TestCacheEvictsLeastRecentlyUsedByBytes(t *testing.T) {
+	c := newCache(30, 0) // each entry below is 10 bytes: key 1 + value 9
+	now := time.Now()
+	for _, k := range []string{"a", "b", "c"} {
+		c.put(k, entry(k, "123456789"))
+	}
+	if e, _, _, _ := c.get("a", now); e == nil { // a becomes the most recent
+		t.Fatal("a is not cached")
+	}
+	c.put("d", entry("d", "123456789"))
+	if got := cachedKeys(c); !slices.Equal(got, []string{"d", "a", "c"}) {
+		t.Errorf("after evicting: got %q, want [d a c] (b was least recently used)", got)
+	}
+	if used, items := c.stats(); used != 30 || items != 3 || c.evictions.Load() != 1 {
+		t.Errorf("stats: got %d bytes, %d items, %d evictions, want 30, 3, 1", used, items, c.evictions.Load())
+	}
+	c.put("e", entry("e", strings.Repeat("x", 25))) // 26 bytes: evicts all but one... or more
+	if used, _ := c.stats(); used > 30 {
+		t.Errorf("bytes held: got %d, want at most 30", used)
+	}
+	c.put("huge", entry("huge", strings.Repeat("x", 31)))
+	if e, _, _, _ := c.get("huge", now); e != nil {
+		t.Error("a value larger than the cache was cached")
+	}
+	if newCache(0, 0) != nil {
+		t.Error("CACHE_MAX_BYTES=0 did not turn the cache off")
+	}
+	big := newCache(64<<20, 0)
+	if big.fits(cacheMaxItem+1) || !big.fits(cacheMaxItem) {
+		t.Errorf("fits: values up to %d bytes, and no larger, should be cached", cacheMaxItem)
+	}
+}
+
+func TestCacheExpiryAndFreshness(t *testing.T) {
+	now := time.Now()
+	c := newCache(1<<20, time.Minute)
+	e := entry("ttl", "v")
+	e.meta.ExpiresAt, e.stored = now.Add(time.Second), now
+	c.put("ttl", e)
+	if got, _, _, _ := c.get("ttl", now.Add(time.Second-1)); got == nil {
+		t.Error("1ns before expiry: not served")
+	}
+	if got, _, leader, _ := c.get("ttl", now.Add(time.Second)); got != nil || !leader {
+		t.Error("at expiry: served from the cache")
+	}
+	e = entry("fresh", "v")
+	e.stored = now
+	c.put("fresh", e)
+	if got, _, _, _ := c.get("fresh", now.Add(time.Minute)); got != nil {
+		t.Error("served past CACHE_TTL")
+	}
+}
+
+func newCachedStore(t *testing.T) (*Store, *fakeS3) {
+	t.Helper()
+	st, f, _ := newFakeStore(t)
+	st.cache = newCache(1<<20, 0)
+	return st, f
+}
+
+func TestCacheWriteThrough(t *testing.T) {
+	st, f := newCachedStore(t)
+	ctx := context.Background()
+	m := put(t, st, "k", "v1", PutOptions{})
+	if got, err := get(t, st, "k"); err != nil || got != "v1" || f.count("GetObject") != 0 {
+		t.Errorf("GET after PUT: got %q, %v, %d S3 GETs, want v1 from the cache", got, err, f.count("GetObject"))
+	}
+	if _, err := st.Put(ctx, "k", strings.NewReader("v2"), 2, PutOptions{IfMatch: `"stale"`}); !errors.Is(err, ErrPrecondition) {
+		t.Fatalf("conditional write: got %v", err)
+	}
+	if _, _, _, _ = st.cache.get("k", st.now()); st.cache.hits.Load() != 1 {
+		t.Error("a failed conditional write left the key cached")
+	}
+	put(t, st, "k", "v3", PutOptions{IfMatch: m.ETag})
+	if got, _ := get(t, st, "k"); got != "v3" {
+		t.Errorf("after overwrite: got %q, want v3", got)
+	}
+	if err := st.Delete(ctx, "k"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := get(t, st, "k"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("after DELETE: got %v, want ErrNotFound", err)
+	}
+}
+
+func TestCacheConcurrentMissesShareOneGet(t *testing.T) {
+	st, f := newCachedStore(t)
+	f.objects[valueName("k")] = fakeObject{body: []byte("shared"), etag: `"e"`}
+	release := make(chan struct{})
+	f.hook = func(op, key string) error {
+		if op == "GetObject" {
+			<-release
+		}
+		return nil
+	}
+	const n = 32
+	var wg sync.WaitGroup
+	got := make([]string, n)
+	for i := range n {
+		wg.Go(func() { got[i], _ = get(t, st, "k") })
+	}
+	for st.cache.misses.Load() < n { // every reader has missed and joined the one fetch
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
+	wg.Wait()
+	if calls := f.count("GetObject"); calls != 1 {
+		t.Errorf("S3 GETs for %d concurrent misses: got %d, want 1", n, calls)
+	}
+	for i, v := range got {
+		if v != "shared" {
+			t.Fatalf("reader %d: got %q, want shared", i, v)
+		}
+	}
+}
+
+func TestCacheNeverServesAReplacedValue(t *testing.T) {
+	c := newCache(1<<20, 0)
+	now := time.Now()
+	_, old, leader, gen := c.get("k", now) // a GET misses and starts fetching the old value from S3
+	if !leader {
+		t.Fatal("the first miss did not lead a fetch")
+	}
+	c.put("k", entry("k", "new")) // meanwhile a PUT completes
+	if e, f, _, _ := c.get("k", now); e == nil || string(e.value) != "new" || f == old {
+		t.Errorf("GET after the PUT: got entry %v, joined the old fetch %v; want the new value", e, f == old)
+	}
+	old.entry = entry("k", "old") // the old fetch returns now
+	c.finish("k", old, gen)
+	if e, _, _, _ := c.get("k", now); e == nil || string(e.value) != "new" {
+		t.Errorf("after the old fetch finished: got %v, want the new value", e)
+	}
+	c.put("k", nil) // a DELETE while another fetch is under way
+	_, f, _, gen := c.get("k", now)
+	c.put("k", nil)
+	f.entry = entry("k", "deleted")
+	c.finish("k", f, gen)
+	if e, _, _, _ := c.get("k", now); e != nil {
+		t.Errorf("after a delete raced a fetch: got %q cached, want nothing", e.value)
+	}
+}
+
+func TestCacheRace(t *testing.T) {
+	st, _ := newCachedStore(t)
+	st.cache.max = 200
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			for i := range 200 {
+				key := fmt.Sprintf("k%d", (w*7+i)%13)
+				switch i % 4 {
+				case 0:
+					put(t, st, key, strings.Repeat("v", i%50), PutOptions{})
+				case 3:
+					st.Delete(context.Background(), key)
+				default:
+					get(t, st, key)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	used, items := st.cache.stats()
+	var sum int64
+	for el := st.cache.ll.Front(); el != nil; el = el.Next() {
+		sum += entrySize(el.Value.(*cacheEntry))
+	}
+	if used != sum || used > 200 || items != len(st.cache.items) {
+		t.Errorf("after concurrent use: %d bytes counted, %d held, %d items, %d in the map", used, sum, items, len(st.cache.items))
 	}
 }
