@@ -14,6 +14,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unicode"
@@ -97,6 +98,8 @@ func handlePut(log *slog.Logger, st *Store, maxValue int64) http.HandlerFunc {
 	}
 }
 
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
 // putOptions reads a PUT's content type, preconditions and ttl.
 func putOptions(r *http.Request) (PutOptions, error) {
 	o := PutOptions{ContentType: r.Header.Get("Content-Type"), IfMatch: r.Header.Get("If-Match")}
@@ -155,7 +158,11 @@ func handleGet(log *slog.Logger, st *Store) http.HandlerFunc {
 			return
 		}
 		w.WriteHeader(200)
-		if _, err := io.Copy(w, body); err != nil {
+		// A pooled buffer, through the response's own buffered writer: a small value leaves with its headers
+		// in one write, and nothing is allocated per request (net/http's ReadFrom path allocates 32 KiB).
+		buf := copyBufs.Get().(*[]byte)
+		defer copyBufs.Put(buf)
+		if _, err := io.CopyBuffer(w, body, *buf); err != nil {
 			// Too late for a status: the short body tells the client, the log tells us.
 			log.Warn("value stream broken", "request_id", w.Header().Get("X-Request-ID"), "err", err)
 		}
@@ -179,15 +186,29 @@ func handleHead(log *slog.Logger, st *Store) http.HandlerFunc {
 }
 
 func setMetaHeaders(h http.Header, m Meta) {
-	h.Set("Content-Type", m.ContentType)
-	h.Set("Content-Length", strconv.FormatInt(m.Size, 10))
-	h.Set("ETag", m.ETag)
-	h.Set("Last-Modified", m.LastModified.UTC().Format(http.TimeFormat))
-	// Values can be replaced at any time: caches must revalidate (cheap, with the ETag).
-	h.Set("Cache-Control", "no-cache")
-	if !m.ExpiresAt.IsZero() {
-		h.Set("Expires", m.ExpiresAt.UTC().Format(http.TimeFormat))
+	vh := m.header
+	if vh == nil {
+		vh = valueHeader(m)
 	}
+	for k, v := range vh {
+		h[k] = v
+	}
+}
+
+// valueHeader formats a value's response headers; a cached value keeps them, formatted once.
+func valueHeader(m Meta) http.Header {
+	h := http.Header{
+		"Content-Type":   {m.ContentType},
+		"Content-Length": {strconv.FormatInt(m.Size, 10)},
+		"Etag":           {m.ETag},
+		"Last-Modified":  {m.LastModified.UTC().Format(http.TimeFormat)},
+		// Values can be replaced at any time: caches must revalidate (cheap, with the ETag).
+		"Cache-Control": {"no-cache"},
+	}
+	if !m.ExpiresAt.IsZero() {
+		h["Expires"] = []string{m.ExpiresAt.UTC().Format(http.TimeFormat)}
+	}
+	return h
 }
 
 func handleDelete(log *slog.Logger, st *Store) http.HandlerFunc {
@@ -279,26 +300,30 @@ func checkKeyPath(next http.Handler) http.Handler {
 }
 
 // checkKey tells why key cannot name a value; a prefix may be partial (empty, or ending in a slash).
+// It runs on every request, so it allocates nothing.
 func checkKey(key string, prefix bool) error {
-	switch {
-	case key == "" && !prefix:
+	if key == "" && !prefix {
 		return errors.New("is empty")
-	case len(indexKey(key, time.Time{})) > maxObjectKey:
+	}
+	if !utf8.ValidString(key) {
+		return errors.New("is not valid UTF-8")
+	}
+	// The longest object name kv makes for a key is its TTL index entry: see indexKey and objectPath.
+	stored := len(indexPrefix) + indexWidth + 1 + len(key) + len("/@")
+	for seg, rest, more := "", key, true; more; {
+		seg, rest, more = strings.Cut(rest, "/")
+		switch {
+		case strings.ContainsFunc(seg, unicode.IsControl):
+			return errors.New("contains a control character")
+		case (seg == "" || seg == "." || seg == "..") && (more || !prefix):
+			return errors.New(`has an empty, "." or ".." path segment (no leading, trailing or double slash)`)
+		case strings.HasPrefix(seg, "@"):
+			stored++
+		}
+	}
+	if stored > maxObjectKey {
 		return fmt.Errorf("is too long for S3's %d-byte object names (keys up to %d bytes always fit)",
 			maxObjectKey, maxObjectKey-16)
-	case !utf8.ValidString(key):
-		return errors.New("is not valid UTF-8")
-	case strings.ContainsFunc(key, unicode.IsControl):
-		return errors.New("contains a control character")
-	}
-	segs := strings.Split(key, "/")
-	if prefix {
-		segs = segs[:len(segs)-1] // the last segment may be partial or empty
-	}
-	for _, seg := range segs {
-		if seg == "" || seg == "." || seg == ".." {
-			return errors.New(`has an empty, "." or ".." path segment (no leading, trailing or double slash)`)
-		}
 	}
 	return nil
 }
@@ -385,14 +410,19 @@ func withRequestLog(log *slog.Logger, m *metrics, next http.Handler) http.Handle
 		if !validRequestID(id) {
 			id = strconv.FormatUint(rand.Uint64(), 36)
 		}
-		w.Header().Set("X-Request-ID", id)
-		rec := &recorder{ResponseWriter: w}
+		w.Header()["X-Request-Id"] = []string{id} // canonical already: skips canonicalizing on every request
+		rec := recorders.Get().(*recorder)
+		*rec = recorder{ResponseWriter: w}
+		defer recorders.Put(rec)
 		next.ServeHTTP(rec, r)
 		if rec.status == 0 {
 			rec.status = 499 // nothing written: the client closed the request
 		}
 		d := time.Since(start)
 		m.observeHTTP(r.Pattern, r.Method, rec.status, d)
+		if !log.Enabled(r.Context(), slog.LevelInfo) {
+			return
+		}
 		log.LogAttrs(r.Context(), slog.LevelInfo, "request", slog.String("request_id", id),
 			slog.String("method", r.Method), slog.String("route", r.Pattern), slog.Int("status", rec.status),
 			slog.Int64("bytes", rec.bytes), slog.Float64("duration_ms", float64(d.Microseconds())/1000))
@@ -411,6 +441,8 @@ func validRequestID(id string) bool {
 	}
 	return true
 }
+
+var recorders = sync.Pool{New: func() any { return new(recorder) }}
 
 // recorder notes the status and size of a response for the access log.
 type recorder struct {
@@ -432,16 +464,6 @@ func (r *recorder) Write(p []byte) (int, error) {
 	}
 	n, err := r.ResponseWriter.Write(p)
 	r.bytes += int64(n)
-	return n, err
-}
-
-// ReadFrom lets io.Copy use the server's pooled buffers instead of allocating one per request.
-func (r *recorder) ReadFrom(src io.Reader) (int64, error) {
-	if r.status == 0 {
-		r.status = 200
-	}
-	n, err := io.Copy(r.ResponseWriter, src)
-	r.bytes += n
 	return n, err
 }
 

@@ -452,3 +452,30 @@ func TestMetricsCountRequests(t *testing.T) {
 		t.Error("a key reached a metric label")
 	}
 }
+
+func TestCheckKey(t *testing.T) {
+	fits := strings.Repeat("k", maxObjectKey-16)
+	tests := []struct {
+		key    string
+		prefix bool
+		ok     bool
+	}{
+		{"a", false, true}, {"a/b", false, true}, {"ünï/cødé", false, true}, {".hidden/..x/x..", false, true},
+		{fits, false, true}, {fits + "k", false, false}, {"@" + fits[1:], false, false},
+		{"", false, false}, {"/a", false, false}, {"a/", false, false}, {"a//b", false, false},
+		{".", false, false}, {"a/..", false, false}, {"a\x00", false, false}, {"a\u0085", false, false},
+		{"\xff", false, false}, {"a\x7f", false, false},
+		{"", true, true}, {"a/", true, true}, {"a/.", true, true}, {"a//", true, false}, {"./a", true, false},
+	}
+	for _, tt := range tests {
+		if err := checkKey(tt.key, tt.prefix); (err == nil) != tt.ok {
+			t.Errorf("checkKey(%.20q, prefix %v): got %v, want ok=%v", tt.key, tt.prefix, err, tt.ok)
+		}
+	}
+	if n := len(indexKey(fits, time.Now())); n != maxObjectKey {
+		t.Errorf("the index entry of the longest key that fits: got %d bytes, want %d", n, maxObjectKey)
+	}
+	if n := testing.AllocsPerRun(100, func() { checkKey("some/ordinary/key", false) }); n != 0 {
+		t.Errorf("checkKey allocates %v times per call, want 0", n)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -91,6 +92,7 @@ type Meta struct {
 	LastModified time.Time
 	ExpiresAt    time.Time // zero: never
 	Version      string
+	header       http.Header // preformatted response headers, kept with a cached value
 }
 
 // PutOptions are a write's content type, its HTTP preconditions and its expiry.
@@ -174,7 +176,9 @@ func (s *Store) Put(ctx context.Context, key string, body io.Reader, size int64,
 	m := Meta{Size: size, ETag: aws.ToString(out.ETag), ContentType: o.ContentType, ExpiresAt: expires,
 		Version: aws.ToString(out.VersionId), LastModified: s.now().UTC().Truncate(time.Second)}
 	if kept != nil && int64(kept.Len()) == size {
-		cached = &cacheEntry{key: key, value: kept.Bytes(), meta: m, stored: s.now()}
+		cm := m
+		cm.header = valueHeader(m)
+		cached = &cacheEntry{key: key, value: kept.Bytes(), meta: cm, stored: s.now()}
 	}
 	return m, nil
 }
@@ -205,7 +209,7 @@ func (s *Store) Get(ctx context.Context, key, version string) (io.ReadCloser, Me
 	e, f, leader, gen := s.cache.get(key, s.now())
 	switch {
 	case e != nil:
-		return io.NopCloser(bytes.NewReader(e.value)), e.meta, nil
+		return newMemBody(e.value), e.meta, nil
 	case !leader:
 		select {
 		case <-f.done:
@@ -213,7 +217,7 @@ func (s *Store) Get(ctx context.Context, key, version string) (io.ReadCloser, Me
 			return nil, Meta{}, ctx.Err()
 		}
 		if f.entry != nil {
-			return io.NopCloser(bytes.NewReader(f.entry.value)), f.entry.meta, nil
+			return newMemBody(f.entry.value), f.entry.meta, nil
 		}
 		if errors.Is(f.err, ErrNotFound) {
 			return nil, Meta{}, ErrNotFound
@@ -232,9 +236,16 @@ func (s *Store) Get(ctx context.Context, key, version string) (io.ReadCloser, Me
 		f.err = s.fail("get", key, err)
 		return nil, Meta{}, f.err
 	}
+	m.header = valueHeader(m)
 	f.entry = &cacheEntry{key: key, value: value, meta: m, stored: s.now()}
-	return io.NopCloser(bytes.NewReader(value)), m, nil
+	return newMemBody(value), m, nil
 }
+
+// memBody serves a value held in memory (one allocation, where NopCloser over a bytes.Reader takes two).
+type memBody struct{ bytes.Reader }
+
+func newMemBody(b []byte) *memBody { m := &memBody{}; m.Reset(b); return m }
+func (*memBody) Close() error      { return nil }
 
 func (s *Store) getObject(ctx context.Context, key, version string) (io.ReadCloser, Meta, error) {
 	ctx, cancel := context.WithCancel(ctx)
