@@ -309,7 +309,7 @@ func checkKey(key string, prefix bool) error {
 		return errors.New("is not valid UTF-8")
 	}
 	// The longest object name kv makes for a key is its TTL index entry: see indexKey and objectPath.
-	stored := len(indexPrefix) + indexWidth + 1 + len(key) + len("/@")
+	stored := len(indexPrefix) + indexWidth + 1 + len(key) + strings.Count(key, "!") + 1
 	for seg, rest, more := "", key, true; more; {
 		seg, rest, more = strings.Cut(rest, "/")
 		switch {
@@ -317,13 +317,11 @@ func checkKey(key string, prefix bool) error {
 			return errors.New("contains a control character")
 		case (seg == "" || seg == "." || seg == "..") && (more || !prefix):
 			return errors.New(`has an empty, "." or ".." path segment (no leading, trailing or double slash)`)
-		case strings.HasPrefix(seg, "@"):
-			stored++
 		}
 	}
 	if stored > maxObjectKey {
 		return fmt.Errorf("is too long for S3's %d-byte object names (keys up to %d bytes always fit)",
-			maxObjectKey, maxObjectKey-16)
+			maxObjectKey, maxObjectKey-15)
 	}
 	return nil
 }

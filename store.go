@@ -24,30 +24,22 @@ const (
 	valuePrefix = "v/"
 	indexPrefix = "t/"
 	indexWidth  = 11 // zero-padded unix seconds, so index entries list in expiry order
-	// maxObjectKey is S3's limit on an object's name; keys up to maxObjectKey-16 bytes always fit.
+	// maxObjectKey is S3's limit on an object's name; keys up to maxObjectKey-15 bytes always fit.
 	maxObjectKey = 1024
 	expiresMeta  = "expires-at" // user metadata holding a value's expiry, RFC 3339 with nanoseconds
 )
 
-// objectPath stores each key as the object "@" inside a folder named after the key: MinIO keeps objects as
-// folders on disk and cannot list both "a" and "a/b", but "a/@" and "a/b/@" are fine. A segment that starts
-// with "@" gains another, so no key segment can be the marker. prefix=true encodes a listing prefix.
+// objectPath names a key's object: every "!" doubled, then one "!" at the end. MinIO keeps objects as
+// folders on disk and cannot list both "a" and "a/b"; here an object's name ends in an odd run of "!" and a
+// folder's never does, so no object is a folder of another, and the object sits as deep as the key does.
+// "!" sorts before every other printable character but space, so names list in the keys' byte order.
+// prefix=true encodes a listing prefix (no end marker).
 func objectPath(key string, prefix bool) string {
-	var b strings.Builder
-	b.Grow(len(key) + 2)
-	for i, seg := range strings.Split(key, "/") {
-		if i > 0 {
-			b.WriteByte('/')
-		}
-		if strings.HasPrefix(seg, "@") {
-			b.WriteByte('@')
-		}
-		b.WriteString(seg)
+	p := strings.ReplaceAll(key, "!", "!!")
+	if prefix {
+		return p
 	}
-	if !prefix {
-		b.WriteString("/@")
-	}
-	return b.String()
+	return p + "!"
 }
 
 func valueName(key string) string { return valuePrefix + objectPath(key, false) }
@@ -55,14 +47,8 @@ func valueName(key string) string { return valuePrefix + objectPath(key, false) 
 // keyOf inverts objectPath for an object name found under prefix.
 func keyOf(prefix, name string) (string, bool) {
 	path, ok := strings.CutPrefix(name, prefix)
-	if path, ok = strings.CutSuffix(path, "/@"); !ok {
-		return "", false
-	}
-	segs := strings.Split(path, "/")
-	for i, seg := range segs {
-		segs[i] = strings.TrimPrefix(seg, "@")
-	}
-	return strings.Join(segs, "/"), true
+	key := strings.ReplaceAll(strings.TrimSuffix(path, "!"), "!!", "!")
+	return key, ok && objectPath(key, false) == path
 }
 
 var (
@@ -306,13 +292,15 @@ func (s *Store) deleteObject(ctx context.Context, objectKey, ifMatch string) err
 }
 
 // List returns up to limit live keys starting with prefix, after the key cursor names, in the order of their
-// object names. next is the last key seen when more may follow. Expired keys the sweeper has not removed yet
-// are found through the TTL index (one LIST of due entries), not with a request per key.
+// object names. next is the last key of the page when more may follow. Expired keys the sweeper has not
+// removed yet are found through the TTL index (one LIST of due entries), not with a request per key.
 func (s *Store) List(ctx context.Context, prefix, after string, limit int) (keys []string, next string, err error) {
 	lctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
+	// One object more than the page needs proves that more follow: MinIO can answer IsTruncated=false
+	// with objects still to come (seen with start-after and small max-keys).
 	in := &s3.ListObjectsV2Input{Bucket: &s.bucket, Prefix: aws.String(valuePrefix + objectPath(prefix, true)),
-		MaxKeys: aws.Int32(int32(limit))}
+		MaxKeys: aws.Int32(int32(min(limit+1, 1000)))}
 	if after != "" {
 		in.StartAfter = aws.String(valueName(after))
 	}
@@ -320,13 +308,15 @@ func (s *Store) List(ctx context.Context, prefix, after string, limit int) (keys
 	if err != nil {
 		return nil, "", s.fail("list", prefix, err)
 	}
+	more := len(out.Contents) > limit || aws.ToBool(out.IsTruncated)
+	objects := out.Contents[:min(limit, len(out.Contents))]
 	due, err := s.dueIndex(ctx, s.now().Add(time.Second))
 	if err != nil {
 		return nil, "", err
 	}
-	for _, o := range out.Contents {
+	for _, o := range objects {
 		key, ok := keyOf(valuePrefix, aws.ToString(o.Key))
-		if !ok || !strings.HasPrefix(key, prefix) { // "a/" also selects the object of key "a"
+		if !ok || !strings.HasPrefix(key, prefix) { // not a name kv wrote
 			continue
 		}
 		next = key
@@ -339,7 +329,7 @@ func (s *Store) List(ctx context.Context, prefix, after string, limit int) (keys
 		}
 		keys = append(keys, key)
 	}
-	if !aws.ToBool(out.IsTruncated) {
+	if !more {
 		next = ""
 	}
 	return keys, next, nil

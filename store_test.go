@@ -236,11 +236,11 @@ func get(t *testing.T, st *Store, key string) (string, error) {
 
 func TestObjectPath(t *testing.T) {
 	tests := []struct{ key, want string }{
-		{"a", "a/@"},
-		{"a/b", "a/b/@"},
-		{"@", "@@/@"},
-		{"@x/y@/@@", "@@x/y@/@@@/@"},
-		{"ünï/cödé", "ünï/cödé/@"},
+		{"a", "a!"},
+		{"a/b", "a/b!"},
+		{"!", "!!!"},
+		{"!x/y!/!!", "!!x/y!!/!!!!!"},
+		{"ünï/cödé", "ünï/cödé!"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.key, func(t *testing.T) {
@@ -253,7 +253,7 @@ func TestObjectPath(t *testing.T) {
 		})
 	}
 	// No key's object may be a folder of another's: MinIO could not list both.
-	keys := []string{"a", "a/b", "@", "a/@", "a/@@", "@/@", "a/b/@"}
+	keys := []string{"a", "a/b", "!", "a/!", "a/!!", "!/!", "a/b/!", "a!", "a!/b", "a!!/b", "a!!"}
 	for _, k1 := range keys {
 		for _, k2 := range keys {
 			if strings.HasPrefix(objectPath(k2, false), objectPath(k1, false)+"/") {
@@ -261,8 +261,10 @@ func TestObjectPath(t *testing.T) {
 			}
 		}
 	}
-	if _, ok := keyOf(valuePrefix, "v/elsewhere"); ok {
-		t.Error("keyOf accepted an object name kv did not write")
+	for _, name := range []string{"v/elsewhere", "v/a!!", "v/a!b!", "x/a!"} {
+		if k, ok := keyOf(valuePrefix, name); ok {
+			t.Errorf("keyOf(%q) = %q: accepted an object name kv did not write", name, k)
+		}
 	}
 }
 
@@ -336,7 +338,8 @@ func TestStoreAcceptance(t *testing.T) {
 				t.Errorf("head: got %+v, %v, want etag %s size 3", h, err, m2.ETag)
 			}
 			put(t, st, p+"a/b", "nested", PutOptions{})
-			put(t, st, p+"@x", "at", PutOptions{})
+			put(t, st, p+"!x", "bang", PutOptions{})
+			put(t, st, p+"a-z", "dash", PutOptions{})
 			put(t, st, p+"b", "", PutOptions{})
 			var all []string
 			for after := ""; ; {
@@ -350,7 +353,7 @@ func TestStoreAcceptance(t *testing.T) {
 				}
 				after = next
 			}
-			want := []string{p + "@x", p + "a", p + "a/b", p + "b"}
+			want := []string{p + "!x", p + "a", p + "a-z", p + "a/b", p + "b"}
 			if !slices.Equal(all, want) {
 				t.Errorf("list pages: got %q, want %q", all, want)
 			}
@@ -475,7 +478,7 @@ func TestSweep(t *testing.T) {
 			index = append(index, name)
 		}
 	}
-	if len(index) != 1 || !strings.HasSuffix(index[0], "/later/@") {
+	if len(index) != 1 || !strings.HasSuffix(index[0], "/later!") {
 		t.Errorf("index after sweep: got %q, want only the entry of later", index)
 	}
 	if n, err := st.Sweep(ctx); n != 0 || err != nil {

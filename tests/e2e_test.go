@@ -250,7 +250,7 @@ func TestPutGetRoundTrip(t *testing.T) {
 		{"unicode key", p + "ünïcødé/ключ/鍵", []byte("unicode")},
 		{"slashes", p + "a/b/c/d", []byte("deep")},
 		{"spaces and symbols", p + "sp ace+plus%pct?q#h&amp;=eq", []byte("odd")},
-		{"at sign", p + "@/@@x", []byte("at")},
+		{"at sign and bang", p + "@/!!x/a!", []byte("at")},
 		{"large", p + "large", bytes.Repeat([]byte("0123456789abcdef"), 64<<10)},
 	}
 	for _, tt := range tests {
@@ -363,7 +363,7 @@ func TestBadInput(t *testing.T) {
 func TestList(t *testing.T) {
 	needService(t)
 	p := keyPrefix(t)
-	want := []string{p + "a", p + "a/x", p + "b", p + "ü"}
+	want := []string{p + "a", p + "a!", p + "a-b", p + "a/x", p + "a/x/y", p + "b", p + "ü"}
 	for _, k := range want {
 		call(t, "PUT", kvURL(shared, k), []byte("v"))
 	}
@@ -414,7 +414,7 @@ func TestTTL(t *testing.T) {
 		return // the running service's sweep interval is not ours to know
 	}
 	client := s3Client(t)
-	object := "v/" + key + "/@"
+	object := "v/" + key + "!" // the key holds no "!": see objectPath
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(200 * time.Millisecond) {
 		_, err := client.HeadObject(context.Background(), &s3.HeadObjectInput{Bucket: aws.String(bucket()), Key: &object})
 		if err != nil && strings.Contains(err.Error(), "NotFound") {
