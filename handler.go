@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -146,7 +147,16 @@ func parseTTL(s string) (time.Duration, error) {
 
 func handleGet(log *slog.Logger, st *Store) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		body, m, err := st.Get(r.Context(), r.PathValue("key"), "")
+		q, version, err := versionQuery(st, r)
+		if err != nil {
+			writeError(w, 400, err.Error())
+			return
+		}
+		if q.Has("versions") {
+			listVersions(log, st, w, r, q)
+			return
+		}
+		body, m, err := st.Get(r.Context(), r.PathValue("key"), version)
 		if err != nil {
 			writeStoreError(log, w, r, err)
 			return
@@ -171,7 +181,12 @@ func handleGet(log *slog.Logger, st *Store) http.HandlerFunc {
 
 func handleHead(log *slog.Logger, st *Store) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		m, err := st.Head(r.Context(), r.PathValue("key"), "")
+		_, version, err := versionQuery(st, r)
+		if err != nil {
+			writeError(w, 400, err.Error())
+			return
+		}
+		m, err := st.Head(r.Context(), r.PathValue("key"), version)
 		if err != nil {
 			writeStoreError(log, w, r, err)
 			return
@@ -183,6 +198,55 @@ func handleHead(log *slog.Logger, st *Store) http.HandlerFunc {
 		}
 		w.WriteHeader(200)
 	}
+}
+
+// versionQuery parses the query and its version (empty: the current one). Version requests need a
+// versioned bucket.
+func versionQuery(st *Store, r *http.Request) (url.Values, string, error) {
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	switch {
+	case err != nil:
+		return q, "", errors.New("malformed query string")
+	case !q.Has("version") && !q.Has("versions"):
+		return q, "", nil
+	case !st.versioned:
+		return q, "", errors.New("versioning is off for this bucket: start kv with S3_VERSIONING=true")
+	case q.Has("version") && !token(q.Get("version"), 1024):
+		return q, "", errors.New("version must be a version id this service returned")
+	}
+	return q, q.Get("version"), nil
+}
+
+func listVersions(log *slog.Logger, st *Store, w http.ResponseWriter, r *http.Request, q url.Values) {
+	limit, after, err := pageQuery(q)
+	if err != nil || (after != "" && !token(after, 1024)) {
+		writeError(w, 400, cmp.Or(err, errors.New("cursor is not one this service returned")).Error())
+		return
+	}
+	vs, next, err := st.Versions(r.Context(), r.PathValue("key"), after, limit)
+	if err != nil {
+		writeStoreError(log, w, r, err)
+		return
+	}
+	writeJSON(w, 200, struct {
+		Versions   []Version `json:"versions"`
+		NextCursor string    `json:"next_cursor,omitempty"`
+	}{append([]Version{}, vs...), base64.RawURLEncoding.EncodeToString([]byte(next))})
+}
+
+// pageQuery reads limit (default 100, at most maxListLimit) and the opaque cursor of a listing.
+func pageQuery(q url.Values) (limit int, after string, err error) {
+	limit = 100
+	if s := q.Get("limit"); s != "" {
+		if limit, err = strconv.Atoi(s); err != nil || limit < 1 || limit > maxListLimit {
+			return 0, "", fmt.Errorf("limit must be a whole number from 1 to %d", maxListLimit)
+		}
+	}
+	b, err := base64.RawURLEncoding.DecodeString(q.Get("cursor"))
+	if err != nil {
+		return 0, "", errors.New("cursor is not one this service returned")
+	}
+	return limit, string(b), nil
 }
 
 func setMetaHeaders(h http.Header, m Meta) {
@@ -208,12 +272,25 @@ func valueHeader(m Meta) http.Header {
 	if !m.ExpiresAt.IsZero() {
 		h["Expires"] = []string{m.ExpiresAt.UTC().Format(http.TimeFormat)}
 	}
+	if m.Version != "" {
+		h["X-Version-Id"] = []string{m.Version}
+	}
 	return h
 }
 
 func handleDelete(log *slog.Logger, st *Store) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if err := st.Delete(r.Context(), r.PathValue("key")); err != nil {
+		q, version, err := versionQuery(st, r)
+		if err != nil || q.Has("versions") {
+			writeError(w, 400, cmp.Or(err, errors.New("DELETE takes ?version=<id>, not ?versions")).Error())
+			return
+		}
+		if version != "" {
+			err = st.DeleteVersion(r.Context(), r.PathValue("key"), version)
+		} else {
+			err = st.Delete(r.Context(), r.PathValue("key"))
+		}
+		if err != nil {
 			writeStoreError(log, w, r, err)
 			return
 		}
@@ -233,33 +310,23 @@ func handleList(log *slog.Logger, st *Store) http.HandlerFunc {
 			writeError(w, 400, "prefix: "+err.Error())
 			return
 		}
-		limit := 100
-		if s := q.Get("limit"); s != "" {
-			n, err := strconv.Atoi(s)
-			if err != nil || n < 1 || n > maxListLimit {
-				writeError(w, 400, fmt.Sprintf("limit must be a whole number from 1 to %d", maxListLimit))
-				return
-			}
-			limit = n
+		limit, after, err := pageQuery(q)
+		if err == nil && checkKey(after, true) != nil {
+			err = errors.New("cursor is not one this service returned")
 		}
-		after, err := base64.RawURLEncoding.DecodeString(q.Get("cursor"))
-		if err != nil || checkKey(string(after), true) != nil {
-			writeError(w, 400, "cursor is not one this service returned")
+		if err != nil {
+			writeError(w, 400, err.Error())
 			return
 		}
-		keys, next, err := st.List(r.Context(), prefix, string(after), limit)
+		keys, next, err := st.List(r.Context(), prefix, after, limit)
 		if err != nil {
 			writeStoreError(log, w, r, err)
 			return
 		}
-		resp := struct {
+		writeJSON(w, 200, struct {
 			Keys       []string `json:"keys"`
 			NextCursor string   `json:"next_cursor,omitempty"`
-		}{Keys: keys, NextCursor: base64.RawURLEncoding.EncodeToString([]byte(next))}
-		if resp.Keys == nil {
-			resp.Keys = []string{}
-		}
-		writeJSON(w, 200, resp)
+		}{append([]string{}, keys...), base64.RawURLEncoding.EncodeToString([]byte(next))}) // [] rather than null
 	}
 }
 
@@ -371,7 +438,9 @@ func writeStoreError(log *slog.Logger, w http.ResponseWriter, r *http.Request, e
 	case errors.Is(err, ErrPrecondition):
 		writeError(w, 412, "precondition failed: the key's current state does not match If-Match/If-None-Match")
 	case errors.Is(err, ErrBadKey):
-		writeError(w, 400, "key: rejected by the storage backend")
+		writeError(w, 400, "key: rejected by the storage backend (MinIO allows at most 255 bytes between slashes)")
+	case errors.Is(err, ErrBadVersion):
+		writeError(w, 400, "version must be a version id this service returned")
 	case r.Context().Err() != nil:
 		// The client went away; nobody reads this answer and the access log shows 499.
 	default:
@@ -405,7 +474,7 @@ func withRequestLog(log *slog.Logger, m *metrics, next http.Handler) http.Handle
 		m.inFlight.Add(1)
 		defer m.inFlight.Add(-1)
 		id := r.Header.Get("X-Request-ID")
-		if !validRequestID(id) {
+		if !token(id, 64) {
 			id = strconv.FormatUint(rand.Uint64(), 36)
 		}
 		w.Header()["X-Request-Id"] = []string{id} // canonical already: skips canonicalizing on every request
@@ -427,13 +496,13 @@ func withRequestLog(log *slog.Logger, m *metrics, next http.Handler) http.Handle
 	})
 }
 
-// validRequestID accepts 1 to 64 printable ASCII characters.
-func validRequestID(id string) bool {
-	if id == "" || len(id) > 64 {
+// token reports whether s is 1 to max printable ASCII characters, without spaces (request and version ids).
+func token(s string, max int) bool {
+	if s == "" || len(s) > max {
 		return false
 	}
-	for i := 0; i < len(id); i++ {
-		if id[i] <= ' ' || id[i] > '~' {
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] > '~' {
 			return false
 		}
 	}

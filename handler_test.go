@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -478,4 +479,65 @@ func TestCheckKey(t *testing.T) {
 	if n := testing.AllocsPerRun(100, func() { checkKey("some/ordinary/key", false) }); n != 0 {
 		t.Errorf("checkKey allocates %v times per call, want 0", n)
 	}
+}
+
+func TestVersionRequests(t *testing.T) {
+	ts := newTestServer(t)
+	ts.do("PUT", "/kv/k", "v")
+	for _, target := range []string{"/kv/k?versions", "/kv/k?version=v0001"} {
+		w := ts.do("GET", target, "")
+		wantError(t, w, 400)
+		if !strings.Contains(w.Body.String(), "S3_VERSIONING") {
+			t.Errorf("%s on an unversioned bucket: got %s, want it to say how to turn versioning on", target, w.Body)
+		}
+	}
+	wantError(t, ts.do("DELETE", "/kv/k?version=v0001", ""), 400)
+
+	ts = newTestServer(t)
+	ts.s3.versioned = true
+	st := newStore(ts.s3, "test", time.Second, nil)
+	if err := st.SetupVersioning(context.Background(), false); err != nil || !st.versioned {
+		t.Fatalf("an already versioned bucket was not noticed: %v", err)
+	}
+	ready := &atomic.Bool{}
+	ready.Store(true)
+	ts.h = newServer(slog.New(slog.NewJSONHandler(io.Discard, nil)), st, newMetrics(nil), testMaxValue, ready)
+	w := ts.do("PUT", "/kv/k", "one")
+	var put struct{ Version string }
+	json.Unmarshal(w.Body.Bytes(), &put)
+	if put.Version == "" {
+		t.Fatalf("PUT on a versioned bucket: got %s, want a version", w.Body)
+	}
+	ts.do("PUT", "/kv/k", "two")
+	if w := ts.do("GET", "/kv/k?version="+put.Version, ""); w.Body.String() != "one" || w.Header().Get("X-Version-Id") != put.Version {
+		t.Errorf("GET ?version: got %q, X-Version-Id %q", w.Body, w.Header().Get("X-Version-Id"))
+	}
+	if w := ts.do("HEAD", "/kv/k", ""); w.Header().Get("X-Version-Id") == put.Version || w.Header().Get("X-Version-Id") == "" {
+		t.Errorf("HEAD X-Version-Id: got %q, want the newest version", w.Header().Get("X-Version-Id"))
+	}
+	w = ts.do("GET", "/kv/k?versions&limit=1", "")
+	var list struct {
+		Versions []map[string]any
+		Next     string `json:"next_cursor"`
+	}
+	if err := json.Unmarshal(w.Body.Bytes(), &list); err != nil || len(list.Versions) != 1 || list.Next == "" {
+		t.Fatalf("GET ?versions&limit=1: got %s", w.Body)
+	}
+	for _, field := range []string{"version", "size", "etag", "last_modified", "latest", "deleted"} {
+		if _, ok := list.Versions[0][field]; !ok {
+			t.Errorf("a version lacks %q: %v", field, list.Versions[0])
+		}
+	}
+	w = ts.do("GET", "/kv/k?versions&limit=1&cursor="+list.Next, "")
+	if !strings.Contains(w.Body.String(), put.Version) || strings.Contains(w.Body.String(), "next_cursor") {
+		t.Errorf("second page: got %s, want the first version and no next_cursor", w.Body)
+	}
+	wantError(t, ts.do("GET", "/kv/k?version=has%20space", ""), 400)
+	wantError(t, ts.do("GET", "/kv/k?version=nonsense", ""), 400)
+	wantError(t, ts.do("GET", "/kv/k?version=v9999", ""), 404)
+	if w := ts.do("DELETE", "/kv/k?version="+put.Version, ""); w.Code != 204 {
+		t.Errorf("DELETE ?version: got %d", w.Code)
+	}
+	wantError(t, ts.do("GET", "/kv/k?version="+put.Version, ""), 404)
+	wantError(t, ts.do("DELETE", "/kv/k?version="+put.Version, ""), 404)
 }

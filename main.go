@@ -42,6 +42,7 @@ type config struct {
 	SecretKey        string
 	Region           string
 	CreateBucket     bool
+	Versioning       bool
 	MaxValueBytes    int64
 	S3Timeout        time.Duration
 	StartupTimeout   time.Duration
@@ -66,6 +67,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		SecretKey:        getenv("S3_SECRET_KEY"),
 		Region:           cmp.Or(getenv("S3_REGION"), getenv("AWS_REGION"), "us-east-1"),
 		CreateBucket:     p.boolean("S3_CREATE_BUCKET", true),
+		Versioning:       p.boolean("S3_VERSIONING", false),
 		MaxValueBytes:    p.int("MAX_VALUE_BYTES", 25<<20),
 		S3Timeout:        p.duration("S3_TIMEOUT", 10*time.Second),
 		StartupTimeout:   p.duration("STARTUP_TIMEOUT", 60*time.Second),
@@ -169,6 +171,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		srv.Close()
 		return err
 	}
+	if err := store.SetupVersioning(ctx, cfg.Versioning); err != nil {
+		srv.Close()
+		return err
+	}
+	log.Info("bucket ready", "bucket", cfg.Bucket, "versioned", store.versioned)
 	ready.Store(true)
 	sweeperDone := make(chan struct{})
 	go func() {

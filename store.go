@@ -2,11 +2,13 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -55,6 +57,9 @@ var (
 	ErrNotFound     = errors.New("not found")
 	ErrPrecondition = errors.New("precondition failed")
 	ErrBadKey       = errors.New("key rejected by storage")
+	ErrBadVersion   = errors.New("malformed version id")
+	// errDeleteMarker is a delete marker read by version id: not found, for every reader.
+	errDeleteMarker = fmt.Errorf("version is a delete marker: %w", ErrNotFound)
 )
 
 // s3API is the part of *s3.Client the store calls, so unit tests can hand it a fake.
@@ -66,6 +71,9 @@ type s3API interface {
 	ListObjectsV2(context.Context, *s3.ListObjectsV2Input, ...func(*s3.Options)) (*s3.ListObjectsV2Output, error)
 	HeadBucket(context.Context, *s3.HeadBucketInput, ...func(*s3.Options)) (*s3.HeadBucketOutput, error)
 	CreateBucket(context.Context, *s3.CreateBucketInput, ...func(*s3.Options)) (*s3.CreateBucketOutput, error)
+	PutBucketVersioning(context.Context, *s3.PutBucketVersioningInput, ...func(*s3.Options)) (*s3.PutBucketVersioningOutput, error)
+	GetBucketVersioning(context.Context, *s3.GetBucketVersioningInput, ...func(*s3.Options)) (*s3.GetBucketVersioningOutput, error)
+	ListObjectVersions(context.Context, *s3.ListObjectVersionsInput, ...func(*s3.Options)) (*s3.ListObjectVersionsOutput, error)
 }
 
 var _ s3API = (*s3.Client)(nil)
@@ -97,6 +105,8 @@ type Store struct {
 	timeout time.Duration
 	now     func() time.Time
 	cache   *cache // nil: off
+	// versioned: the bucket keeps every version (S3 bucket versioning), so the version API works.
+	versioned bool
 }
 
 func newStore(client s3API, bucket string, timeout time.Duration, c *cache) *Store {
@@ -241,7 +251,7 @@ func (s *Store) getObject(ctx context.Context, key, version string) (io.ReadClos
 	timer.Stop()
 	if err != nil {
 		cancel()
-		return nil, Meta{}, s.fail("get", key, err)
+		return nil, Meta{}, s.failVersion("get", key, version, err)
 	}
 	m := meta(out.ContentLength, out.ETag, out.ContentType, out.LastModified, out.Metadata, out.VersionId)
 	if s.expired(m) {
@@ -259,7 +269,7 @@ func (s *Store) Head(ctx context.Context, key, version string) (Meta, error) {
 	out, err := s.s3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &s.bucket, Key: aws.String(valueName(key)),
 		VersionId: nonEmpty(version)})
 	if err != nil {
-		return Meta{}, s.fail("head", key, err)
+		return Meta{}, s.failVersion("head", key, version, err)
 	}
 	m := meta(out.ContentLength, out.ETag, out.ContentType, out.LastModified, out.Metadata, out.VersionId)
 	if s.expired(m) {
@@ -282,6 +292,13 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 		return s.fail("delete", key, derr)
 	}
 	return err // nil, or ErrNotFound for an expired value that is now reclaimed
+}
+
+func (s *Store) deleteVersion(ctx context.Context, key, version string) error {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	_, err := s.s3.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &s.bucket, Key: aws.String(valueName(key)), VersionId: &version})
+	return err
 }
 
 func (s *Store) deleteObject(ctx context.Context, objectKey, ifMatch string) error {
@@ -381,6 +398,11 @@ func (s *Store) Sweep(ctx context.Context) (int, error) {
 		m, err := s.Head(ctx, key, "")
 		if errors.Is(err, ErrNotFound) && m.ETag != "" {
 			err = s.fail("sweep", key, s.deleteObject(ctx, valueName(key), m.ETag))
+			if err == nil && s.versioned {
+				// That left a delete marker on top, so no older version resurfaces; now remove exactly the
+				// expired version, which a racing rewrite cannot be.
+				err = s.fail("sweep version", key, s.deleteVersion(ctx, key, m.Version))
+			}
 			if err == nil {
 				deleted++
 			}
@@ -395,6 +417,101 @@ func (s *Store) Sweep(ctx context.Context) (int, error) {
 		}
 	}
 	return deleted, nil
+}
+
+// SetupVersioning turns bucket versioning on when enable is set, then notes whether the bucket is versioned
+// (it may have been already): only then does the version API work.
+func (s *Store) SetupVersioning(ctx context.Context, enable bool) error {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	if enable {
+		_, err := s.s3.PutBucketVersioning(ctx, &s3.PutBucketVersioningInput{Bucket: &s.bucket,
+			VersioningConfiguration: &types.VersioningConfiguration{Status: types.BucketVersioningStatusEnabled}})
+		if err != nil {
+			return fmt.Errorf("enabling versioning on bucket %q: %w", s.bucket, err)
+		}
+	}
+	out, err := s.s3.GetBucketVersioning(ctx, &s3.GetBucketVersioningInput{Bucket: &s.bucket})
+	if err != nil {
+		return fmt.Errorf("reading the versioning of bucket %q: %w", s.bucket, err)
+	}
+	s.versioned = out.Status == types.BucketVersioningStatusEnabled
+	if enable && !s.versioned {
+		return fmt.Errorf("bucket %q: versioning is %q after enabling it", s.bucket, out.Status)
+	}
+	return nil
+}
+
+// Version is one entry of a key's history.
+type Version struct {
+	Version      string    `json:"version"`
+	Size         int64     `json:"size"`
+	ETag         string    `json:"etag,omitempty"`
+	LastModified time.Time `json:"last_modified"`
+	Latest       bool      `json:"latest"`
+	Deleted      bool      `json:"deleted"` // a delete marker
+}
+
+// Versions lists key's history newest first, up to limit entries after the version id after; next is the
+// last version returned when more may follow.
+func (s *Store) Versions(ctx context.Context, key, after string, limit int) (vs []Version, next string, err error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	name := valueName(key)
+	in := &s3.ListObjectVersionsInput{Bucket: &s.bucket, Prefix: &name, MaxKeys: aws.Int32(int32(min(limit+1, 1000)))}
+	if after != "" {
+		in.KeyMarker, in.VersionIdMarker = &name, &after
+	}
+	out, err := s.s3.ListObjectVersions(ctx, in)
+	if err != nil {
+		return nil, "", s.failVersion("list versions", key, after, err)
+	}
+	for _, v := range out.Versions {
+		if aws.ToString(v.Key) == name { // the prefix also selects longer keys
+			vs = append(vs, Version{Version: aws.ToString(v.VersionId), Size: aws.ToInt64(v.Size), ETag: aws.ToString(v.ETag),
+				LastModified: aws.ToTime(v.LastModified), Latest: aws.ToBool(v.IsLatest)})
+		}
+	}
+	for _, d := range out.DeleteMarkers {
+		if aws.ToString(d.Key) == name {
+			vs = append(vs, Version{Version: aws.ToString(d.VersionId), LastModified: aws.ToTime(d.LastModified),
+				Latest: aws.ToBool(d.IsLatest), Deleted: true})
+		}
+	}
+	// S3 returns versions and delete markers apart; the history is one list, newest first.
+	slices.SortStableFunc(vs, func(a, b Version) int {
+		return cmp.Or(b.LastModified.Compare(a.LastModified), cmp.Compare(btoi(b.Latest), btoi(a.Latest)))
+	})
+	if len(vs) > limit || aws.ToBool(out.IsTruncated) && len(vs) > 0 {
+		vs = vs[:min(limit, len(vs))]
+		next = vs[len(vs)-1].Version
+	}
+	return vs, next, nil
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// DeleteVersion removes one version of key for good; ErrNotFound when there is no such version.
+func (s *Store) DeleteVersion(ctx context.Context, key, version string) error {
+	if s.cache != nil {
+		defer s.cache.put(key, nil) // the key's current version may change
+	}
+	// S3 deletes an unknown version without complaint, so look first. A delete marker may be deleted too
+	// (which brings back the version below it).
+	m, err := s.Head(ctx, key, version)
+	switch {
+	case errors.Is(err, errDeleteMarker):
+	case errors.Is(err, ErrNotFound) && m.ETag == "":
+		return ErrNotFound
+	case err != nil && !errors.Is(err, ErrNotFound): // an expired version may go
+		return err
+	}
+	return s.failVersion("delete version", key, version, s.deleteVersion(ctx, key, version))
 }
 
 // Ready reports whether the bucket answers.
@@ -432,6 +549,21 @@ func (s *Store) fail(op, key string, err error) error {
 	return fmt.Errorf("s3 %s %q: %w", op, key, err)
 }
 
+// failVersion is fail for a call naming a version: S3 answers a malformed id with InvalidArgument (GET) or a
+// bare 400 (HEAD), and a delete marker read by id with MethodNotAllowed.
+func (s *Store) failVersion(op, key, version string, err error) error {
+	var api smithy.APIError
+	if version != "" && errors.As(err, &api) {
+		switch api.ErrorCode() {
+		case "InvalidArgument", "BadRequest":
+			return ErrBadVersion
+		case "MethodNotAllowed":
+			return errDeleteMarker
+		}
+	}
+	return s.fail(op, key, err)
+}
+
 // classify returns the store's sentinel for an S3 error, or nil when it has none.
 func classify(err error) error {
 	var nsk *types.NoSuchKey
@@ -451,7 +583,7 @@ func classify(err error) error {
 		return ErrNotFound
 	case "PreconditionFailed", "ConditionalRequestConflict":
 		return ErrPrecondition
-	case "KeyTooLongError", "XMinioInvalidObjectName", "InvalidObjectName":
+	case "KeyTooLongError", "XMinioInvalidObjectName", "InvalidObjectName", "BadRequest": // HEAD's 400 has no code
 		return ErrBadKey
 	}
 	return nil

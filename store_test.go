@@ -27,10 +27,13 @@ import (
 // fakeS3 is an in-memory S3 bucket with the semantics the store relies on: conditional PutObject,
 // If-Match on DeleteObject (as AWS honours it), typed not-found errors, sorted paginated listing.
 type fakeS3 struct {
-	mu      sync.Mutex
-	objects map[string]fakeObject
-	bucket  bool
-	calls   map[string]int
+	mu        sync.Mutex
+	objects   map[string]fakeObject   // the current version of each object
+	history   map[string][]fakeObject // with versioning: every version and delete marker, oldest first
+	versioned bool
+	seq       int
+	bucket    bool
+	calls     map[string]int
 	// hook runs (unlocked) at the start of each call, to inject failures or races.
 	hook func(op, key string) error
 }
@@ -40,12 +43,47 @@ type fakeObject struct {
 	etag, ctype string
 	meta        map[string]string
 	modified    time.Time
+	version     string
+	marker      bool // a delete marker
 }
 
 var _ s3API = (*fakeS3)(nil)
 
 func newFakeS3() *fakeS3 {
-	return &fakeS3{objects: map[string]fakeObject{}, bucket: true, calls: map[string]int{}}
+	return &fakeS3{objects: map[string]fakeObject{}, history: map[string][]fakeObject{}, bucket: true, calls: map[string]int{}}
+}
+
+// stamp gives a new version its id and a strictly later time (locked).
+func (f *fakeS3) stamp(o *fakeObject) {
+	f.seq++
+	o.modified = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).Add(time.Duration(f.seq) * time.Millisecond)
+	if f.versioned {
+		o.version = fmt.Sprintf("v%04d", f.seq)
+	}
+}
+
+// version finds key's version id as MinIO answers: malformed ids are InvalidArgument (GET) or a bare 400
+// (HEAD), unknown ones NoSuchVersion (GET) or NotFound (HEAD), delete markers MethodNotAllowed.
+func (f *fakeS3) version(key, id string, head bool) (fakeObject, error) {
+	switch _, err := fmt.Sscanf(id, "v%d", new(int)); {
+	case err != nil && head:
+		return fakeObject{}, apiErr("BadRequest")
+	case err != nil:
+		return fakeObject{}, apiErr("InvalidArgument")
+	}
+	for _, o := range f.history[key] {
+		switch {
+		case o.version != id:
+		case o.marker:
+			return o, apiErr("MethodNotAllowed")
+		default:
+			return o, nil
+		}
+	}
+	if head {
+		return fakeObject{}, &types.NotFound{}
+	}
+	return fakeObject{}, apiErr("NoSuchVersion")
 }
 
 func apiErr(code string) error { return &smithy.GenericAPIError{Code: code, Message: code} }
@@ -90,18 +128,24 @@ func (f *fakeS3) PutObject(ctx context.Context, in *s3.PutObjectInput, _ ...func
 		return nil, apiErr("PreconditionFailed")
 	}
 	sum := md5.Sum(body)
-	o := fakeObject{body: body, etag: `"` + hex.EncodeToString(sum[:]) + `"`, ctype: aws.ToString(in.ContentType),
-		meta: in.Metadata, modified: time.Now().UTC().Truncate(time.Second)}
+	o := fakeObject{body: body, etag: `"` + hex.EncodeToString(sum[:]) + `"`, ctype: aws.ToString(in.ContentType), meta: in.Metadata}
+	f.stamp(&o)
 	f.objects[*in.Key] = o
-	return &s3.PutObjectOutput{ETag: &o.etag}, nil
+	if f.versioned {
+		f.history[*in.Key] = append(f.history[*in.Key], o)
+	}
+	return &s3.PutObjectOutput{ETag: &o.etag, VersionId: nonEmpty(o.version)}, nil
 }
 
-func (f *fakeS3) object(op, key string, notFound error) (fakeObject, error) {
+func (f *fakeS3) object(op, key string, version *string, notFound error) (fakeObject, error) {
 	if err := f.enter(op, key); err != nil {
 		return fakeObject{}, err
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if version != nil {
+		return f.version(key, *version, op == "HeadObject")
+	}
 	o, ok := f.objects[key]
 	if !ok {
 		return o, notFound
@@ -110,21 +154,21 @@ func (f *fakeS3) object(op, key string, notFound error) (fakeObject, error) {
 }
 
 func (f *fakeS3) GetObject(ctx context.Context, in *s3.GetObjectInput, _ ...func(*s3.Options)) (*s3.GetObjectOutput, error) {
-	o, err := f.object("GetObject", *in.Key, &types.NoSuchKey{})
+	o, err := f.object("GetObject", *in.Key, in.VersionId, &types.NoSuchKey{})
 	if err != nil {
 		return nil, err
 	}
 	return &s3.GetObjectOutput{Body: io.NopCloser(bytes.NewReader(o.body)), ContentLength: aws.Int64(int64(len(o.body))),
-		ETag: &o.etag, ContentType: &o.ctype, LastModified: &o.modified, Metadata: o.meta}, nil
+		ETag: &o.etag, ContentType: &o.ctype, LastModified: &o.modified, Metadata: o.meta, VersionId: nonEmpty(o.version)}, nil
 }
 
 func (f *fakeS3) HeadObject(ctx context.Context, in *s3.HeadObjectInput, _ ...func(*s3.Options)) (*s3.HeadObjectOutput, error) {
-	o, err := f.object("HeadObject", *in.Key, &types.NotFound{})
+	o, err := f.object("HeadObject", *in.Key, in.VersionId, &types.NotFound{})
 	if err != nil {
 		return nil, err
 	}
 	return &s3.HeadObjectOutput{ContentLength: aws.Int64(int64(len(o.body))), ETag: &o.etag, ContentType: &o.ctype,
-		LastModified: &o.modified, Metadata: o.meta}, nil
+		LastModified: &o.modified, Metadata: o.meta, VersionId: nonEmpty(o.version)}, nil
 }
 
 func (f *fakeS3) DeleteObject(ctx context.Context, in *s3.DeleteObjectInput, _ ...func(*s3.Options)) (*s3.DeleteObjectOutput, error) {
@@ -136,8 +180,89 @@ func (f *fakeS3) DeleteObject(ctx context.Context, in *s3.DeleteObjectInput, _ .
 	if o, ok := f.objects[*in.Key]; ok && in.IfMatch != nil && *in.IfMatch != o.etag {
 		return nil, apiErr("PreconditionFailed")
 	}
+	if in.VersionId != nil { // for good; S3 does not mind an unknown version
+		var api smithy.APIError
+		if _, err := f.version(*in.Key, *in.VersionId, false); errors.As(err, &api) && api.ErrorCode() == "InvalidArgument" {
+			return nil, err
+		}
+		h := slices.DeleteFunc(f.history[*in.Key], func(o fakeObject) bool { return o.version == *in.VersionId })
+		f.history[*in.Key] = h
+		if delete(f.objects, *in.Key); len(h) > 0 && !h[len(h)-1].marker {
+			f.objects[*in.Key] = h[len(h)-1]
+		}
+		return &s3.DeleteObjectOutput{}, nil
+	}
 	delete(f.objects, *in.Key)
+	if f.versioned {
+		m := fakeObject{marker: true}
+		f.stamp(&m)
+		f.history[*in.Key] = append(f.history[*in.Key], m)
+	}
 	return &s3.DeleteObjectOutput{}, nil
+}
+
+func (f *fakeS3) PutBucketVersioning(ctx context.Context, in *s3.PutBucketVersioningInput, _ ...func(*s3.Options)) (*s3.PutBucketVersioningOutput, error) {
+	if err := f.enter("PutBucketVersioning", ""); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.versioned = in.VersioningConfiguration.Status == types.BucketVersioningStatusEnabled
+	return &s3.PutBucketVersioningOutput{}, nil
+}
+
+func (f *fakeS3) GetBucketVersioning(ctx context.Context, in *s3.GetBucketVersioningInput, _ ...func(*s3.Options)) (*s3.GetBucketVersioningOutput, error) {
+	if err := f.enter("GetBucketVersioning", ""); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.versioned {
+		return &s3.GetBucketVersioningOutput{Status: types.BucketVersioningStatusEnabled}, nil
+	}
+	return &s3.GetBucketVersioningOutput{}, nil
+}
+
+// ListObjectVersions lists keys in order, each key's versions newest first, resuming after the markers.
+func (f *fakeS3) ListObjectVersions(ctx context.Context, in *s3.ListObjectVersionsInput, _ ...func(*s3.Options)) (*s3.ListObjectVersionsOutput, error) {
+	if err := f.enter("ListObjectVersions", aws.ToString(in.Prefix)); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var keys []string
+	for k := range f.history {
+		if strings.HasPrefix(k, aws.ToString(in.Prefix)) && k >= aws.ToString(in.KeyMarker) {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	out := &s3.ListObjectVersionsOutput{}
+	skipping, n := in.VersionIdMarker != nil, 0
+	for _, k := range keys {
+		h := f.history[k]
+		for i := len(h) - 1; i >= 0; i-- {
+			o := h[i]
+			if skipping && k == aws.ToString(in.KeyMarker) {
+				skipping = o.version != *in.VersionIdMarker
+				continue
+			}
+			if n == int(aws.ToInt32(in.MaxKeys)) {
+				out.IsTruncated = aws.Bool(true)
+				return out, nil
+			}
+			n++
+			latest := aws.Bool(i == len(h)-1)
+			if o.marker {
+				out.DeleteMarkers = append(out.DeleteMarkers, types.DeleteMarkerEntry{Key: aws.String(k),
+					VersionId: aws.String(o.version), IsLatest: latest, LastModified: aws.Time(o.modified)})
+			} else {
+				out.Versions = append(out.Versions, types.ObjectVersion{Key: aws.String(k), VersionId: aws.String(o.version),
+					IsLatest: latest, LastModified: aws.Time(o.modified), ETag: aws.String(o.etag), Size: aws.Int64(int64(len(o.body)))})
+			}
+		}
+	}
+	return out, nil
 }
 
 func (f *fakeS3) ListObjectsV2(ctx context.Context, in *s3.ListObjectsV2Input, _ ...func(*s3.Options)) (*s3.ListObjectsV2Output, error) {
@@ -303,7 +428,7 @@ func TestFailTranslatesS3Errors(t *testing.T) {
 // storeAcceptance runs against the fake and, when S3_ENDPOINT is set, a real S3, so the fake cannot drift.
 func TestStoreAcceptance(t *testing.T) {
 	impls := map[string]*Store{"fake": newStore(newFakeS3(), "test", time.Second, nil)}
-	if st := realStore(t); st != nil {
+	if st := realStore(t, false); st != nil {
 		impls["s3"] = st
 	}
 	for name, st := range impls {
@@ -373,7 +498,8 @@ func TestStoreAcceptance(t *testing.T) {
 }
 
 // realStore is a store on the S3 the environment names, or nil (the test says why) when there is none.
-func realStore(t *testing.T) *Store {
+// versioned: a bucket of its own ("-versioned") with versioning on.
+func realStore(t *testing.T, versioned bool) *Store {
 	t.Helper()
 	if os.Getenv("S3_ENDPOINT") == "" && os.Getenv("CI") != "" {
 		t.Fatal("CI is set but S3_ENDPOINT is not: the real-S3 acceptance test must run there")
@@ -383,6 +509,9 @@ func realStore(t *testing.T) *Store {
 		return nil
 	}
 	cfg, err := loadConfig(func(k string) string {
+		if k == "S3_BUCKET" && versioned {
+			return cmp.Or(os.Getenv(k), "kv-test") + "-versioned"
+		}
 		if k == "S3_BUCKET" {
 			return cmp.Or(os.Getenv(k), "kv-test")
 		}
@@ -398,6 +527,9 @@ func realStore(t *testing.T) *Store {
 	st := newStore(client, cfg.Bucket, cfg.S3Timeout, nil)
 	if err := st.EnsureBucket(context.Background(), true); err != nil {
 		t.Fatalf("bucket %q on %s: %v", cfg.Bucket, cfg.S3Endpoint, err)
+	}
+	if err := st.SetupVersioning(context.Background(), versioned); err != nil {
+		t.Fatal(err)
 	}
 	return st
 }
@@ -714,4 +846,117 @@ func TestCacheRace(t *testing.T) {
 	if used != sum || used > 200 || items != len(st.cache.items) {
 		t.Errorf("after concurrent use: %d bytes counted, %d held, %d items, %d in the map", used, sum, items, len(st.cache.items))
 	}
+}
+
+func TestVersionsAcceptance(t *testing.T) {
+	fake := newStore(newFakeS3(), "test", time.Second, nil)
+	if err := fake.SetupVersioning(context.Background(), true); err != nil || !fake.versioned {
+		t.Fatalf("enabling versioning on the fake: %v", err)
+	}
+	impls := map[string]*Store{"fake": fake}
+	if st := realStore(t, true); st != nil {
+		impls["s3"] = st
+	}
+	for name, st := range impls {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			k := keyPrefix(t) + "doc"
+			put(t, st, k+"!longer", "another key", PutOptions{}) // shares the prefix of k's object name
+			var written []Meta
+			for _, v := range []string{"one", "two", "three"} {
+				m := put(t, st, k, v, PutOptions{})
+				if m.Version == "" {
+					t.Fatalf("PUT %q: no version id", v)
+				}
+				written = append(written, m)
+			}
+			vs, next, err := st.Versions(ctx, k, "", 10)
+			if err != nil || len(vs) != 3 || next != "" {
+				t.Fatalf("versions: got %+v, next %q, %v, want 3 and no next", vs, next, err)
+			}
+			for i, v := range vs {
+				want := written[2-i]
+				if v.Version != want.Version || v.ETag != want.ETag || v.Latest != (i == 0) || v.Deleted {
+					t.Errorf("version %d: got %+v, want %s newest first, latest only first", i, v, want.Version)
+				}
+			}
+			for i, v := range []string{"one", "two", "three"} {
+				body, _, err := st.Get(ctx, k, written[i].Version)
+				if err != nil {
+					t.Fatalf("get version %d: %v", i, err)
+				}
+				got, _ := io.ReadAll(body)
+				body.Close()
+				if string(got) != v {
+					t.Errorf("version %d: got %q, want %q", i, got, v)
+				}
+			}
+			page, next, err := st.Versions(ctx, k, "", 2)
+			if err != nil || len(page) != 2 || next != page[1].Version {
+				t.Fatalf("page 1: got %d, next %q, %v", len(page), next, err)
+			}
+			if page, next, _ = st.Versions(ctx, k, next, 2); len(page) != 1 || page[0].Version != written[0].Version || next != "" {
+				t.Errorf("page 2: got %+v, next %q, want the oldest version and no next", page, next)
+			}
+			if err := st.Delete(ctx, k); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := get(t, st, k); !errors.Is(err, ErrNotFound) {
+				t.Errorf("after DELETE: got %v, want ErrNotFound", err)
+			}
+			vs, _, _ = st.Versions(ctx, k, "", 10)
+			if len(vs) != 4 || !vs[0].Deleted || !vs[0].Latest {
+				t.Fatalf("after DELETE: got %+v, want a delete marker on top of 3 versions", vs)
+			}
+			if err := st.DeleteVersion(ctx, k, written[0].Version); err != nil {
+				t.Fatalf("delete version: %v", err)
+			}
+			if _, _, err := st.Get(ctx, k, written[0].Version); !errors.Is(err, ErrNotFound) {
+				t.Errorf("deleted version: got %v, want ErrNotFound", err)
+			}
+			if err := st.DeleteVersion(ctx, k, written[0].Version); !errors.Is(err, ErrNotFound) {
+				t.Errorf("deleting it again: got %v, want ErrNotFound", err)
+			}
+			if _, _, err := st.Get(ctx, k, "abc"); !errors.Is(err, ErrBadVersion) {
+				t.Errorf("malformed version: got %v, want ErrBadVersion", err)
+			}
+			if _, err := st.Head(ctx, k, vs[0].Version); !errors.Is(err, ErrNotFound) {
+				t.Errorf("HEAD of the delete marker by id: got %v, want ErrNotFound", err)
+			}
+			if err := st.DeleteVersion(ctx, k, vs[0].Version); err != nil { // removing the marker restores "three"
+				t.Fatalf("deleting the delete marker: %v", err)
+			}
+			if got, err := get(t, st, k); err != nil || got != "three" {
+				t.Errorf("after removing the marker: got %q, %v, want three", got, err)
+			}
+		})
+	}
+}
+
+func TestSweepVersionedKeepsOlderVersionsBuried(t *testing.T) {
+	st, f, c := newFakeStore(t)
+	if err := st.SetupVersioning(context.Background(), true); err != nil {
+		t.Fatal(err)
+	}
+	old := put(t, st, "k", "permanent", PutOptions{})
+	temp := put(t, st, "k", "brief", PutOptions{TTL: time.Second})
+	c.set(c.now().Add(2 * time.Second))
+	if n, err := st.Sweep(context.Background()); err != nil || n != 1 {
+		t.Fatalf("sweep: got %d, %v", n, err)
+	}
+	if _, err := get(t, st, "k"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("after the sweep: got %v, want ErrNotFound (the older version must not resurface)", err)
+	}
+	vs, _, _ := st.Versions(context.Background(), "k", "", 10)
+	if len(vs) != 2 || !vs[0].Deleted || vs[1].Version != old.Version {
+		t.Errorf("history: got %+v, want a delete marker over the older version", vs)
+	}
+	if _, err := f.version(valueName("k"), temp.Version, false); err == nil {
+		t.Error("the expired version is still stored")
+	}
+	body, _, err := st.Get(context.Background(), "k", old.Version)
+	if err != nil {
+		t.Fatalf("older version: %v", err)
+	}
+	body.Close()
 }
