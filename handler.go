@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"cmp"
+	"crypto/subtle"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -29,7 +30,7 @@ const (
 )
 
 // newServer registers every route and wraps them in the middleware every request passes.
-func newServer(log *slog.Logger, st *Store, m *metrics, maxValue int64, ready *atomic.Bool) http.Handler {
+func newServer(log *slog.Logger, st *Store, m *metrics, maxValue int64, token string, ready *atomic.Bool) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("PUT /kv/{key...}", handlePut(log, st, maxValue))
 	mux.HandleFunc("GET /kv/{key...}", handleGet(log, st))
@@ -45,7 +46,7 @@ func newServer(log *slog.Logger, st *Store, m *metrics, maxValue int64, ready *a
 	mux.Handle("GET /metrics", m)
 	mux.HandleFunc("/metrics", methodNotAllowed("GET, HEAD"))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { writeError(w, 404, "no such endpoint") })
-	return withRequestLog(log, m, checkKeyPath(mux))
+	return withRequestLog(log, m, requireToken(token, checkKeyPath(mux)))
 }
 
 func handlePut(log *slog.Logger, st *Store, maxValue int64) http.HandlerFunc {
@@ -350,6 +351,24 @@ func methodNotAllowed(allow string) http.HandlerFunc {
 		w.Header().Set("Allow", allow)
 		writeError(w, 405, "method "+r.Method+" is not allowed here; allowed: "+allow)
 	}
+}
+
+// requireToken demands "Authorization: Bearer <token>" on everything but the health endpoints, when a token
+// is set. The comparison takes the same time whatever the guess.
+func requireToken(token string, next http.Handler) http.Handler {
+	if token == "" {
+		return next
+	}
+	want := []byte("Bearer " + token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/healthz" && r.URL.Path != "/readyz" &&
+			subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="kv"`)
+			writeError(w, http.StatusUnauthorized, "missing or wrong bearer token (Authorization: Bearer <AUTH_TOKEN>)")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // checkKeyPath rejects bad keys before the mux sees them: the mux would answer a path with empty, "." or

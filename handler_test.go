@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"regexp"
 	"strings"
@@ -27,13 +28,13 @@ type testServer struct {
 	clock *clock
 }
 
-func newTestServer(t *testing.T) *testServer {
+func newTestServer(t testing.TB) *testServer {
 	t.Helper()
 	st, f, c := newFakeStore(t)
 	var logs bytes.Buffer
 	ready := &atomic.Bool{}
 	ready.Store(true)
-	h := newServer(slog.New(slog.NewJSONHandler(&logs, nil)), st, newMetrics(nil), testMaxValue, ready)
+	h := newServer(slog.New(slog.NewJSONHandler(&logs, nil)), st, newMetrics(nil), testMaxValue, "", ready)
 	return &testServer{h: h, s3: f, log: &logs, up: ready, clock: c}
 }
 
@@ -501,7 +502,7 @@ func TestVersionRequests(t *testing.T) {
 	}
 	ready := &atomic.Bool{}
 	ready.Store(true)
-	ts.h = newServer(slog.New(slog.NewJSONHandler(io.Discard, nil)), st, newMetrics(nil), testMaxValue, ready)
+	ts.h = newServer(slog.New(slog.NewJSONHandler(io.Discard, nil)), st, newMetrics(nil), testMaxValue, "", ready)
 	w := ts.do("PUT", "/kv/k", "one")
 	var put struct{ Version string }
 	json.Unmarshal(w.Body.Bytes(), &put)
@@ -540,4 +541,112 @@ func TestVersionRequests(t *testing.T) {
 	}
 	wantError(t, ts.do("GET", "/kv/k?version="+put.Version, ""), 404)
 	wantError(t, ts.do("DELETE", "/kv/k?version="+put.Version, ""), 404)
+}
+
+func TestAuthToken(t *testing.T) {
+	ts := newTestServer(t)
+	st, _, _ := newFakeStore(t)
+	ts.h = newServer(slog.New(slog.NewJSONHandler(ts.log, nil)), st, newMetrics(nil), testMaxValue, "s3cr3t-token", ts.up)
+	for _, tt := range []struct {
+		method, target, auth string
+		status               int
+	}{
+		{"PUT", "/kv/k", "", 401},
+		{"PUT", "/kv/k", "Bearer wrong", 401},
+		{"PUT", "/kv/k", "s3cr3t-token", 401},
+		{"PUT", "/kv/k", "bearer s3cr3t-token", 401},
+		{"GET", "/kv", "", 401},
+		{"GET", "/metrics", "", 401},
+		{"GET", "/kv/a//b", "", 401}, // no hint about keys before authentication
+		{"PUT", "/kv/k", "Bearer s3cr3t-token", 200},
+		{"GET", "/kv/k", "Bearer s3cr3t-token", 200},
+		{"GET", "/metrics", "Bearer s3cr3t-token", 200},
+		{"GET", "/healthz", "", 200},
+		{"GET", "/readyz", "", 200},
+	} {
+		w := ts.do(tt.method, tt.target, "v", "Authorization", tt.auth)
+		if w.Code != tt.status {
+			t.Errorf("%s %s with %q: got %d, want %d", tt.method, tt.target, tt.auth, w.Code, tt.status)
+		}
+		if tt.status == 401 {
+			wantError(t, w, 401)
+			if !strings.HasPrefix(w.Header().Get("WWW-Authenticate"), "Bearer") {
+				t.Errorf("401 without WWW-Authenticate: Bearer")
+			}
+		}
+	}
+	if strings.Contains(ts.log.String(), "s3cr3t-token") {
+		t.Error("the log holds the token")
+	}
+}
+
+// FuzzKeyPath sends any path under /kv/ through the handler: no 5xx, no panic, and a key that is accepted
+// stores exactly the value, under an object name that maps back to the key and fits S3.
+func FuzzKeyPath(f *testing.F) {
+	for _, s := range []string{"a", "a/b", "a%2Fb", "%2e%2e/x", "a//b", "ü/%C3%BC", "%ff", "a!b/!!", "%00", "@/.x",
+		strings.Repeat("k", 1010), "a/" + strings.Repeat("b", 300)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		u, err := url.ParseRequestURI("/kv/" + raw)
+		if err != nil {
+			return // net/http answers 400 before kv sees it
+		}
+		ts := newTestServer(t)
+		r := httptest.NewRequest("PUT", "/", strings.NewReader("value"))
+		r.URL, r.RequestURI = u, u.RequestURI()
+		w := httptest.NewRecorder()
+		ts.h.ServeHTTP(w, r)
+		if w.Code >= 500 {
+			t.Fatalf("PUT %q: got %d %s", raw, w.Code, w.Body)
+		}
+		key, _ := strings.CutPrefix(u.Path, "/kv/")
+		if (w.Code == 200) != (checkKey(key, false) == nil) {
+			t.Fatalf("PUT %q: got %d, but checkKey says %v", raw, w.Code, checkKey(key, false))
+		}
+		if w.Code != 200 {
+			return
+		}
+		if got, ok := keyOf(valuePrefix, valueName(key)); !ok || got != key {
+			t.Fatalf("key %q: object %q maps back to %q, %v", key, valueName(key), got, ok)
+		}
+		if n := len(indexKey(key, time.Now())); n > maxObjectKey {
+			t.Fatalf("key %q: index entry of %d bytes", key, n)
+		}
+		if v, err := get(t, newStore(ts.s3, "test", time.Second, nil), key); err != nil || v != "value" {
+			t.Fatalf("key %q: read back %q, %v", key, v, err)
+		}
+	})
+}
+
+func FuzzParseTTL(f *testing.F) {
+	for _, s := range []string{"30s", "1", "0", "-1", "1ms", "1h30m", "8760h", "99999999999999999999", "1e9", "+5", "", "5 s"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		d, err := parseTTL(s)
+		if err == nil && (d < time.Second || d > maxTTL) {
+			t.Fatalf("parseTTL(%q) = %v, outside [1s, %v]", s, d, maxTTL)
+		}
+		if err != nil && !strings.Contains(err.Error(), "30s") {
+			t.Fatalf("parseTTL(%q): the error does not show the accepted form: %v", s, err)
+		}
+	})
+}
+
+func FuzzRequestID(f *testing.F) {
+	for _, s := range []string{"abc-123", "", "has space", strings.Repeat("x", 65), "ünï", "a\tb", "\x7f"} {
+		f.Add(s)
+	}
+	ts := newTestServer(f)
+	f.Fuzz(func(t *testing.T, id string) {
+		r := httptest.NewRequest("GET", "/healthz", nil)
+		r.Header["X-Request-Id"] = []string{id}
+		w := httptest.NewRecorder()
+		ts.h.ServeHTTP(w, r)
+		got := w.Header().Get("X-Request-ID")
+		if !token(got, 64) || (got == id) != token(id, 64) {
+			t.Fatalf("X-Request-ID %q: answered with %q", id, got)
+		}
+	})
 }

@@ -50,6 +50,7 @@ type config struct {
 	TTLSweepInterval time.Duration
 	CacheMaxBytes    int64
 	CacheTTL         time.Duration
+	AuthToken        string
 	LogLevel         slog.Level
 }
 
@@ -75,6 +76,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		TTLSweepInterval: p.duration("TTL_SWEEP_INTERVAL", time.Minute),
 		CacheMaxBytes:    p.int("CACHE_MAX_BYTES", 64<<20),
 		CacheTTL:         p.duration("CACHE_TTL", 0),
+		AuthToken:        getenv("AUTH_TOKEN"),
 	}
 	if err := c.LogLevel.UnmarshalText([]byte(cmp.Or(getenv("LOG_LEVEL"), "info"))); err != nil && p.err == nil {
 		p.err = errors.New("LOG_LEVEL must be debug, info, warn or error")
@@ -156,7 +158,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	var ready atomic.Bool
 	srv := &http.Server{
-		Handler:           newServer(log, store, m, cfg.MaxValueBytes, &ready),
+		Handler:           newServer(log, store, m, cfg.MaxValueBytes, cfg.AuthToken, &ready),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       5 * time.Minute, // a whole upload, however slow the client
 		IdleTimeout:       2 * time.Minute,

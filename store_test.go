@@ -325,7 +325,7 @@ type clock struct {
 func (c *clock) now() time.Time  { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
 func (c *clock) set(t time.Time) { c.mu.Lock(); defer c.mu.Unlock(); c.t = t }
 
-func newFakeStore(t *testing.T) (*Store, *fakeS3, *clock) {
+func newFakeStore(t testing.TB) (*Store, *fakeS3, *clock) {
 	t.Helper()
 	f := newFakeS3()
 	st := newStore(f, "test", time.Second, nil)
