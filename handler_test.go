@@ -592,6 +592,7 @@ func FuzzKeyPath(f *testing.F) {
 		if err != nil {
 			return // net/http answers 400 before kv sees it
 		}
+		u.RawQuery = "" // the key is the subject here (a query can make a good key's PUT a 400)
 		ts := newTestServer(t)
 		r := httptest.NewRequest("PUT", "/", strings.NewReader("value"))
 		r.URL, r.RequestURI = u, u.RequestURI()
