@@ -457,7 +457,8 @@ func writeStoreError(log *slog.Logger, w http.ResponseWriter, r *http.Request, e
 	case errors.Is(err, ErrPrecondition):
 		writeError(w, 412, "precondition failed: the key's current state does not match If-Match/If-None-Match")
 	case errors.Is(err, ErrBadKey):
-		writeError(w, 400, "key: rejected by the storage backend (MinIO allows at most 255 bytes between slashes)")
+		writeError(w, 400, "key: rejected by the storage backend (MinIO allows 255 bytes between slashes, "+
+			"254 in a key's last segment, each ! counting twice)")
 	case errors.Is(err, ErrBadVersion):
 		writeError(w, 400, "version must be a version id this service returned")
 	case r.Context().Err() != nil:
