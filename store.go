@@ -388,14 +388,18 @@ func (s *Store) dueIndex(ctx context.Context, until time.Time) (map[string][]str
 // after the sweeper looked survives where S3 honours that (AWS); MinIO ignores it, leaving the window
 // between the HEAD and the DELETE. It returns how many values it deleted.
 func (s *Store) Sweep(ctx context.Context) (int, error) {
-	due, err := s.dueIndex(ctx, s.now())
+	// Entries name the second after their expiry, so look one second ahead: a value that expired
+	// earlier in this second goes now, not one interval later. The HEAD decides.
+	due, err := s.dueIndex(ctx, s.now().Add(time.Second))
 	if err != nil {
 		return 0, err
 	}
 	deleted := 0
 	for key, entries := range due {
-		// A live value's own entry is never due yet, so due entries of a live or absent key are stale.
 		m, err := s.Head(ctx, key, "")
+		if err == nil && !m.ExpiresAt.IsZero() { // live: keep its own entry, drop the stale ones
+			entries = slices.DeleteFunc(entries, func(e string) bool { return e == indexKey(key, m.ExpiresAt) })
+		}
 		if errors.Is(err, ErrNotFound) && m.ETag != "" {
 			err = s.fail("sweep", key, s.deleteObject(ctx, valueName(key), m.ETag))
 			if err == nil && s.versioned {

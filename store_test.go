@@ -618,6 +618,29 @@ func TestSweep(t *testing.T) {
 	}
 }
 
+func TestSweepTakesWhatExpiredThisSecond(t *testing.T) {
+	st, f, c := newFakeStore(t)
+	m := put(t, st, "k", "v", PutOptions{TTL: time.Second}) // expires at ...:06.0000006; its entry names :07
+	c.set(m.ExpiresAt.Add(time.Millisecond))
+	if n, err := st.Sweep(context.Background()); err != nil || n != 1 {
+		t.Errorf("a sweep just after expiry: got %d, %v, want the value deleted now", n, err)
+	}
+	put(t, st, "live", "v", PutOptions{TTL: 1500 * time.Millisecond})
+	c.set(c.now().Add(time.Second)) // its entry is due within the second ahead, but it has not expired
+	if n, _ := st.Sweep(context.Background()); n != 0 {
+		t.Errorf("a sweep before expiry deleted %d values", n)
+	}
+	var entries int
+	for name := range f.objects {
+		if strings.HasPrefix(name, indexPrefix) {
+			entries++
+		}
+	}
+	if _, err := get(t, st, "live"); err != nil || entries != 1 {
+		t.Errorf("before expiry: got %v and %d index entries, want the value and its entry kept", err, entries)
+	}
+}
+
 func TestSweepSparesARewrite(t *testing.T) {
 	st, f, c := newFakeStore(t)
 	put(t, st, "k", "old", PutOptions{TTL: time.Second})
