@@ -108,6 +108,9 @@ func putOptions(r *http.Request) (PutOptions, error) {
 	if o.ContentType == "" {
 		o.ContentType = "application/octet-stream"
 	}
+	if len(o.ContentType) > 256 || strings.ContainsFunc(o.ContentType, func(r rune) bool { return r < ' ' || r > '~' }) {
+		return o, errors.New("Content-Type must be at most 256 printable ASCII characters (S3 would alter it)")
+	}
 	switch inm := r.Header.Get("If-None-Match"); {
 	case inm == "":
 	case strings.TrimSpace(inm) != "*":

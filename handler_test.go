@@ -154,6 +154,7 @@ func TestBadRequests(t *testing.T) {
 		{"ttl empty", "PUT", "/kv/k?ttl=", "v", nil, 400},
 		{"If-None-Match etag", "PUT", "/kv/k", "v", []string{"If-None-Match", `"abc"`}, 400},
 		{"both preconditions", "PUT", "/kv/k", "v", []string{"If-None-Match", "*", "If-Match", `"abc"`}, 400},
+		{"non-ASCII Content-Type", "PUT", "/kv/k", "v", []string{"Content-Type", "text/ünï"}, 400},
 		{"too large", "PUT", "/kv/k", strings.Repeat("x", testMaxValue+1), nil, 413},
 		{"too large chunked", "PUT", "/kv/k", strings.Repeat("x", testMaxValue+1), []string{"Transfer-Encoding", "chunked"}, 413},
 		{"If-Match on absent", "PUT", "/kv/k", "v", []string{"If-Match", `"abc"`}, 412},
