@@ -511,3 +511,61 @@ func TestHealthAndLogs(t *testing.T) {
 		}
 	}
 }
+
+func TestVersioning(t *testing.T) {
+	needOwnInstance(t)
+	kv, err := start(t, map[string]string{"S3_VERSIONING": "true", "S3_BUCKET": bucket() + "-versioned"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := kvURL(kv.url, keyPrefix(t)+"doc")
+	values := []string{"first\x00", "second ünï", ""}
+	var versions []string
+	for _, v := range values {
+		r := call(t, "PUT", u, []byte(v))
+		version, _ := r.json(t)["version"].(string)
+		if r.status != 200 || version == "" {
+			t.Fatalf("PUT: got %d %s, want 200 with a version", r.status, r.body)
+		}
+		versions = append(versions, version)
+	}
+	if g := call(t, "GET", u, nil); g.header.Get("X-Version-Id") != versions[2] {
+		t.Errorf("GET X-Version-Id: got %q, want %q", g.header.Get("X-Version-Id"), versions[2])
+	}
+	for i, v := range values {
+		if g := call(t, "GET", u+"?version="+url.QueryEscape(versions[i]), nil); g.status != 200 || string(g.body) != v {
+			t.Errorf("version %d: got %d %q, want %q", i, g.status, g.body, v)
+		}
+	}
+	if r := call(t, "DELETE", u, nil); r.status != 204 {
+		t.Fatalf("DELETE: got %d", r.status)
+	}
+	wantError(t, call(t, "GET", u, nil), 404)
+	var history struct {
+		Versions []struct {
+			Version         string
+			Latest, Deleted bool
+		}
+	}
+	if err := json.Unmarshal(call(t, "GET", u+"?versions", nil).body, &history); err != nil || len(history.Versions) != 4 {
+		t.Fatalf("history: got %+v, %v, want 4 entries", history, err)
+	}
+	if h := history.Versions[0]; !h.Deleted || !h.Latest {
+		t.Errorf("newest entry: got %+v, want the delete marker", h)
+	}
+	for i, h := range history.Versions[1:] {
+		if h.Version != versions[2-i] || h.Deleted {
+			t.Errorf("entry %d: got %+v, want version %s", i+1, h, versions[2-i])
+		}
+	}
+	if g := call(t, "GET", u+"?version="+url.QueryEscape(versions[1]), nil); string(g.body) != values[1] {
+		t.Errorf("history after DELETE: got %q, want %q", g.body, values[1])
+	}
+	if r := call(t, "DELETE", u+"?version="+url.QueryEscape(versions[0]), nil); r.status != 204 {
+		t.Errorf("DELETE ?version: got %d %s", r.status, r.body)
+	}
+	wantError(t, call(t, "GET", u+"?version="+url.QueryEscape(versions[0]), nil), 404)
+	wantError(t, call(t, "GET", u+"?version=not-a-version", nil), 400)
+	// The unversioned service refuses version requests and still behaves as before.
+	wantError(t, call(t, "GET", kvURL(shared, keyPrefix(t)+"x")+"?versions", nil), 400)
+}
