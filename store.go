@@ -166,8 +166,10 @@ func (s *Store) Put(ctx context.Context, key string, body io.Reader, size int64,
 	defer idle.Close()
 	in.Body = idle
 	out, err := s.s3.PutObject(ctx, in)
-	if err != nil {
-		return Meta{}, s.fail("put", key, err)
+	if err = s.fail("put", key, err); errors.Is(err, ErrNotFound) && in.IfMatch != nil {
+		return Meta{}, ErrPrecondition // deleted since the HEAD: If-Match on an absent key is a 412
+	} else if err != nil {
+		return Meta{}, err
 	}
 	m := Meta{Size: size, ETag: aws.ToString(out.ETag), ContentType: o.ContentType, ExpiresAt: expires,
 		Version: aws.ToString(out.VersionId), LastModified: s.now().UTC().Truncate(time.Second)}

@@ -641,6 +641,21 @@ func TestSweepTakesWhatExpiredThisSecond(t *testing.T) {
 	}
 }
 
+func TestIfMatchRacingADelete(t *testing.T) {
+	st, f, _ := newFakeStore(t)
+	m := put(t, st, "k", "v", PutOptions{})
+	f.hook = func(op, key string) error {
+		if op == "PutObject" { // between kv's HEAD and its conditional PUT, another client deletes the key
+			f.hook = nil
+			st.Delete(context.Background(), "k")
+		}
+		return nil
+	}
+	if _, err := st.Put(context.Background(), "k", strings.NewReader("x"), 1, PutOptions{IfMatch: m.ETag}); !errors.Is(err, ErrPrecondition) {
+		t.Errorf("If-Match racing a delete: got %v, want ErrPrecondition", err)
+	}
+}
+
 func TestSweepSparesARewrite(t *testing.T) {
 	st, f, c := newFakeStore(t)
 	put(t, st, "k", "old", PutOptions{TTL: time.Second})
