@@ -166,12 +166,9 @@ func handleGet(log *slog.Logger, st *Store) http.HandlerFunc {
 			return
 		}
 		defer body.Close()
-		setMetaHeaders(w.Header(), m)
-		if inm := r.Header.Get("If-None-Match"); inm != "" && etagMatch(inm, m.ETag) {
-			w.WriteHeader(http.StatusNotModified)
+		if writeValueHeader(w, r, m) == http.StatusNotModified {
 			return
 		}
-		w.WriteHeader(200)
 		// A pooled buffer, through the response's own buffered writer: a small value leaves with its headers
 		// in one write, and nothing is allocated per request (net/http's ReadFrom path allocates 32 KiB).
 		buf := copyBufs.Get().(*[]byte)
@@ -195,18 +192,16 @@ func handleHead(log *slog.Logger, st *Store) http.HandlerFunc {
 			writeStoreError(log, w, r, err)
 			return
 		}
-		setMetaHeaders(w.Header(), m)
-		if inm := r.Header.Get("If-None-Match"); inm != "" && etagMatch(inm, m.ETag) {
-			w.WriteHeader(http.StatusNotModified)
-			return
-		}
-		w.WriteHeader(200)
+		writeValueHeader(w, r, m)
 	}
 }
 
 // versionQuery parses the query and its version (empty: the current one). Version requests need a
 // versioned bucket.
 func versionQuery(st *Store, r *http.Request) (url.Values, string, error) {
+	if r.URL.RawQuery == "" {
+		return nil, "", nil // the common GET: nothing to parse (a nil url.Values answers Has with false)
+	}
 	q, err := url.ParseQuery(r.URL.RawQuery)
 	switch {
 	case err != nil:
@@ -232,10 +227,16 @@ func listVersions(log *slog.Logger, st *Store, w http.ResponseWriter, r *http.Re
 		writeStoreError(log, w, r, err)
 		return
 	}
-	writeJSON(w, 200, struct {
-		Versions   []Version `json:"versions"`
-		NextCursor string    `json:"next_cursor,omitempty"`
-	}{append([]Version{}, vs...), base64.RawURLEncoding.EncodeToString([]byte(next))})
+	writePage(w, "versions", vs, next)
+}
+
+// writePage answers a listing: its items (never null) and, when more may follow, an opaque next_cursor.
+func writePage[T any](w http.ResponseWriter, name string, items []T, next string) {
+	page := map[string]any{name: append([]T{}, items...)}
+	if next != "" {
+		page["next_cursor"] = base64.RawURLEncoding.EncodeToString([]byte(next))
+	}
+	writeJSON(w, 200, page)
 }
 
 // pageQuery reads limit (default 100, at most maxListLimit) and the opaque cursor of a listing.
@@ -253,14 +254,21 @@ func pageQuery(q url.Values) (limit int, after string, err error) {
 	return limit, string(b), nil
 }
 
-func setMetaHeaders(h http.Header, m Meta) {
-	vh := m.header
+// writeValueHeader sends a value's headers with 200, or 304 when If-None-Match names its ETag.
+func writeValueHeader(w http.ResponseWriter, r *http.Request, m Meta) int {
+	vh, h := m.header, w.Header()
 	if vh == nil {
 		vh = valueHeader(m)
 	}
 	for k, v := range vh {
 		h[k] = v
 	}
+	status := http.StatusOK
+	if inm := r.Header.Get("If-None-Match"); inm != "" && etagMatch(inm, m.ETag) {
+		status = http.StatusNotModified
+	}
+	w.WriteHeader(status)
+	return status
 }
 
 // valueHeader formats a value's response headers; a cached value keeps them, formatted once.
@@ -327,10 +335,7 @@ func handleList(log *slog.Logger, st *Store) http.HandlerFunc {
 			writeStoreError(log, w, r, err)
 			return
 		}
-		writeJSON(w, 200, struct {
-			Keys       []string `json:"keys"`
-			NextCursor string   `json:"next_cursor,omitempty"`
-		}{append([]string{}, keys...), base64.RawURLEncoding.EncodeToString([]byte(next))}) // [] rather than null
+		writePage(w, "keys", keys, next)
 	}
 }
 

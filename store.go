@@ -290,23 +290,19 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 	if err != nil && (!errors.Is(err, ErrNotFound) || m.ETag == "") {
 		return err
 	}
-	if derr := s.deleteObject(ctx, valueName(key), m.ETag); derr != nil {
+	if derr := s.deleteObject(ctx, valueName(key), "", ""); derr != nil {
 		return s.fail("delete", key, derr)
 	}
 	return err // nil, or ErrNotFound for an expired value that is now reclaimed
 }
 
-func (s *Store) deleteVersion(ctx context.Context, key, version string) error {
+// deleteObject deletes an object, only if it still has the ETag ifMatch (when given; MinIO ignores it),
+// or exactly one version of it (when given).
+func (s *Store) deleteObject(ctx context.Context, objectKey, ifMatch, version string) error {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	_, err := s.s3.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &s.bucket, Key: aws.String(valueName(key)), VersionId: &version})
-	return err
-}
-
-func (s *Store) deleteObject(ctx context.Context, objectKey, ifMatch string) error {
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
-	defer cancel()
-	_, err := s.s3.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &s.bucket, Key: &objectKey, IfMatch: nonEmpty(ifMatch)})
+	_, err := s.s3.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &s.bucket, Key: &objectKey,
+		IfMatch: nonEmpty(ifMatch), VersionId: nonEmpty(version)})
 	return err
 }
 
@@ -403,11 +399,11 @@ func (s *Store) Sweep(ctx context.Context) (int, error) {
 			entries = slices.DeleteFunc(entries, func(e string) bool { return e == indexKey(key, m.ExpiresAt) })
 		}
 		if errors.Is(err, ErrNotFound) && m.ETag != "" {
-			err = s.fail("sweep", key, s.deleteObject(ctx, valueName(key), m.ETag))
+			err = s.fail("sweep", key, s.deleteObject(ctx, valueName(key), m.ETag, ""))
 			if err == nil && s.versioned {
 				// That left a delete marker on top, so no older version resurfaces; now remove exactly the
 				// expired version, which a racing rewrite cannot be.
-				err = s.fail("sweep version", key, s.deleteVersion(ctx, key, m.Version))
+				err = s.fail("sweep version", key, s.deleteObject(ctx, valueName(key), "", m.Version))
 			}
 			if err == nil {
 				deleted++
@@ -417,7 +413,7 @@ func (s *Store) Sweep(ctx context.Context) (int, error) {
 			return deleted, err
 		}
 		for _, e := range entries {
-			if err := s.deleteObject(ctx, e, ""); err != nil {
+			if err := s.deleteObject(ctx, e, "", ""); err != nil {
 				return deleted, s.fail("sweep index", key, err)
 			}
 		}
@@ -517,7 +513,7 @@ func (s *Store) DeleteVersion(ctx context.Context, key, version string) error {
 	case err != nil && !errors.Is(err, ErrNotFound): // an expired version may go
 		return err
 	}
-	return s.failVersion("delete version", key, version, s.deleteVersion(ctx, key, version))
+	return s.failVersion("delete version", key, version, s.deleteObject(ctx, valueName(key), "", version))
 }
 
 // Ready reports whether the bucket answers.

@@ -656,6 +656,24 @@ func TestIfMatchRacingADelete(t *testing.T) {
 	}
 }
 
+func TestDeleteRacingAWriteDeletes(t *testing.T) {
+	st, f, _ := newFakeStore(t)
+	put(t, st, "k", "old", PutOptions{})
+	f.hook = func(op, key string) error {
+		if op == "DeleteObject" { // a write lands between the DELETE's HEAD and its DeleteObject
+			f.hook = nil
+			put(t, st, "k", "new", PutOptions{})
+		}
+		return nil
+	}
+	if err := st.Delete(context.Background(), "k"); err != nil {
+		t.Fatalf("DELETE racing a write: got %v, want it deleted as documented", err)
+	}
+	if _, err := get(t, st, "k"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("after the DELETE: got %v, want ErrNotFound", err)
+	}
+}
+
 func TestSweepSparesARewrite(t *testing.T) {
 	st, f, c := newFakeStore(t)
 	put(t, st, "k", "old", PutOptions{TTL: time.Second})
