@@ -2,6 +2,7 @@
 package main
 
 import (
+	"bufio"
 	"cmp"
 	"context"
 	"errors"
@@ -10,21 +11,22 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"regexp"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awsmiddleware "github.com/aws/aws-sdk-go-v2/aws/middleware"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
-	"github.com/aws/smithy-go/middleware"
 )
 
 func main() {
@@ -34,103 +36,68 @@ func main() {
 	}
 }
 
-type config struct {
-	Port             string
-	S3Endpoint       string
-	Bucket           string
-	AccessKey        string
-	SecretKey        string
-	Region           string
-	CreateBucket     bool
-	Versioning       bool
-	MaxValueBytes    int64
-	S3Timeout        time.Duration
-	StartupTimeout   time.Duration
-	ShutdownTimeout  time.Duration
-	TTLSweepInterval time.Duration
-	CacheMaxBytes    int64
-	CacheTTL         time.Duration
-	AuthToken        string
-	LogLevel         slog.Level
-}
-
 var bucketName = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$`)
 
-// loadConfig reads every setting from the environment, with defaults, and says what is wrong with the first
-// bad one.
+type config struct {
+	Port, S3Endpoint, Bucket, AccessKey, SecretKey, Region, AuthToken string
+	CreateBucket, Versioning                                          bool
+	MaxValueBytes, CacheMaxBytes                                      int64
+	S3Timeout, ClientTimeout, StartupTimeout, ShutdownTimeout         time.Duration
+	TTLSweepInterval, CacheTTL                                        time.Duration
+	LogLevel                                                          slog.Level
+}
+
+// loadConfig reads every setting from the environment, with its default, and says what is wrong with the
+// first bad one.
 func loadConfig(getenv func(string) string) (config, error) {
-	p := envParser{getenv: getenv}
-	c := config{
-		Port:             cmp.Or(getenv("PORT"), "8080"),
-		S3Endpoint:       getenv("S3_ENDPOINT"),
-		Bucket:           getenv("S3_BUCKET"),
-		AccessKey:        getenv("S3_ACCESS_KEY"),
-		SecretKey:        getenv("S3_SECRET_KEY"),
-		Region:           cmp.Or(getenv("S3_REGION"), getenv("AWS_REGION"), "us-east-1"),
-		CreateBucket:     p.boolean("S3_CREATE_BUCKET", true),
-		Versioning:       p.boolean("S3_VERSIONING", false),
-		MaxValueBytes:    p.int("MAX_VALUE_BYTES", 25<<20),
-		S3Timeout:        p.duration("S3_TIMEOUT", 10*time.Second),
-		StartupTimeout:   p.duration("STARTUP_TIMEOUT", 60*time.Second),
-		ShutdownTimeout:  p.duration("SHUTDOWN_TIMEOUT", 10*time.Second),
-		TTLSweepInterval: p.duration("TTL_SWEEP_INTERVAL", time.Minute),
-		CacheMaxBytes:    p.int("CACHE_MAX_BYTES", 64<<20),
-		CacheTTL:         p.duration("CACHE_TTL", 0),
-		AuthToken:        getenv("AUTH_TOKEN"),
-	}
-	if err := c.LogLevel.UnmarshalText([]byte(cmp.Or(getenv("LOG_LEVEL"), "info"))); err != nil && p.err == nil {
-		p.err = errors.New("LOG_LEVEL must be debug, info, warn or error")
-	}
-	if n, err := strconv.Atoi(c.Port); (err != nil || n < 1 || n > 65535) && p.err == nil {
-		p.err = fmt.Errorf("PORT must be a port number, got %q", c.Port)
+	c := config{S3Endpoint: getenv("S3_ENDPOINT"), Bucket: getenv("S3_BUCKET"), AccessKey: getenv("S3_ACCESS_KEY"),
+		SecretKey: getenv("S3_SECRET_KEY"), AuthToken: getenv("AUTH_TOKEN"),
+		Region: cmp.Or(getenv("S3_REGION"), getenv("AWS_REGION"), "us-east-1")}
+	for _, v := range []struct {
+		name, def string
+		into      any
+	}{
+		{"PORT", "8080", &c.Port}, {"S3_CREATE_BUCKET", "true", &c.CreateBucket},
+		{"S3_VERSIONING", "false", &c.Versioning}, {"MAX_VALUE_BYTES", "26214400", &c.MaxValueBytes},
+		{"CACHE_MAX_BYTES", "67108864", &c.CacheMaxBytes}, {"S3_TIMEOUT", "10s", &c.S3Timeout},
+		{"CLIENT_TIMEOUT", "10s", &c.ClientTimeout}, {"STARTUP_TIMEOUT", "60s", &c.StartupTimeout},
+		{"SHUTDOWN_TIMEOUT", "10s", &c.ShutdownTimeout}, {"TTL_SWEEP_INTERVAL", "1m", &c.TTLSweepInterval},
+		{"CACHE_TTL", "0", &c.CacheTTL}, {"LOG_LEVEL", "info", &c.LogLevel},
+	} {
+		s := cmp.Or(getenv(v.name), v.def)
+		var err error
+		switch p := v.into.(type) {
+		case *string: // the port
+			if n, perr := strconv.Atoi(s); perr != nil || n < 1 || n > 65535 {
+				err = errors.New("must be a port number")
+			}
+			*p = s
+		case *bool:
+			*p, err = strconv.ParseBool(s)
+		case *int64:
+			if *p, err = strconv.ParseInt(s, 10, 64); err == nil && *p < 0 {
+				err = errors.New("must not be negative")
+			}
+		case *time.Duration: // positive, but CACHE_TTL may be 0: no bound
+			if *p, err = time.ParseDuration(s); err == nil && (*p < 0 || *p == 0 && v.name != "CACHE_TTL") {
+				err = errors.New("must be positive")
+			}
+		case *slog.Level:
+			err = p.UnmarshalText([]byte(s))
+		}
+		if err != nil {
+			return c, fmt.Errorf("%s=%q: %w", v.name, s, err)
+		}
 	}
 	switch {
-	case p.err != nil:
-		return c, p.err
 	case c.Bucket == "":
 		return c, errors.New("S3_BUCKET is required")
 	case !bucketName.MatchString(c.Bucket):
-		return c, fmt.Errorf("S3_BUCKET %q is not a valid bucket name (3-63 lowercase letters, digits, dots, hyphens)", c.Bucket)
+		return c, fmt.Errorf("S3_BUCKET=%q is not a bucket name (3-63 lowercase letters, digits, dots, hyphens)", c.Bucket)
 	case (c.AccessKey == "") != (c.SecretKey == ""):
 		return c, errors.New("set both S3_ACCESS_KEY and S3_SECRET_KEY, or neither to use the default AWS credential chain")
-	case c.MaxValueBytes < 0 || c.CacheMaxBytes < 0:
-		return c, errors.New("MAX_VALUE_BYTES and CACHE_MAX_BYTES must not be negative")
 	}
 	return c, nil
-}
-
-// envParser parses typed variables, keeping the first error.
-type envParser struct {
-	getenv func(string) string
-	err    error
-}
-
-func (p *envParser) parse(name string, parse func(string) error) {
-	if s := p.getenv(name); s != "" && p.err == nil {
-		if err := parse(s); err != nil {
-			p.err = fmt.Errorf("%s=%q: %w", name, s, err)
-		}
-	}
-}
-
-func (p *envParser) duration(name string, def time.Duration) time.Duration {
-	p.parse(name, func(s string) (err error) {
-		if def, err = time.ParseDuration(s); err == nil && def <= 0 {
-			err = errors.New("must be positive")
-		}
-		return err
-	})
-	return def
-}
-
-func (p *envParser) int(name string, def int64) int64 {
-	p.parse(name, func(s string) (err error) { def, err = strconv.ParseInt(s, 10, 64); return err })
-	return def
-}
-
-func (p *envParser) boolean(name string, def bool) bool {
-	p.parse(name, func(s string) (err error) { def, err = strconv.ParseBool(s); return err })
-	return def
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
@@ -143,77 +110,108 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: cfg.LogLevel}))
-
-	c := newCache(cfg.CacheMaxBytes, cfg.CacheTTL)
-	m := newMetrics(c)
-	client, err := newS3Client(ctx, cfg, m.s3Middleware)
+	out := newLogBuffer(stdout, time.Second)
+	defer out.close()
+	log := slog.New(slog.NewJSONHandler(out, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	m := &metrics{cache: newCache(cfg.CacheMaxBytes, cfg.CacheTTL)}
+	client, err := newS3Client(ctx, cfg, m)
 	if err != nil {
 		return err
 	}
-	store := newStore(client, cfg.Bucket, cfg.S3Timeout, c)
+	st := newStore(client, cfg.Bucket, cfg.S3Timeout, m.cache)
 	ln, err := net.Listen("tcp", ":"+cfg.Port)
 	if err != nil {
 		return err
 	}
-	var ready atomic.Bool
-	srv := &http.Server{
-		Handler:           newServer(log, store, m, cfg.MaxValueBytes, cfg.AuthToken, &ready),
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       5 * time.Minute, // a whole upload, however slow the client
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+	var stopping atomic.Bool
+	srv := httpServer(newServer(log, st, m, cfg, &stopping), log, cfg.ClientTimeout)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
-	log.Info("listening", "addr", ln.Addr().String(), "bucket", cfg.Bucket, "endpoint", cfg.S3Endpoint)
-
-	if err := waitForBucket(ctx, log, store, cfg); err != nil {
+	log.Info("listening", "addr", ln.Addr().String(), "bucket", cfg.Bucket)
+	if err := setup(ctx, log, st, cfg); err != nil {
 		srv.Close()
 		return err
 	}
-	if err := store.SetupVersioning(ctx, cfg.Versioning); err != nil {
-		srv.Close()
-		return err
-	}
-	log.Info("bucket ready", "bucket", cfg.Bucket, "versioned", store.versioned)
-	ready.Store(true)
-	sweeperDone := make(chan struct{})
-	go func() {
-		defer close(sweeperDone)
-		sweep(ctx, log, store, m, cfg.TTLSweepInterval)
-	}()
-
+	var sweeper sync.WaitGroup
+	sweeper.Go(func() { sweep(ctx, log, st, m, cfg.TTLSweepInterval) })
 	select {
 	case err = <-serveErr:
 	case <-ctx.Done():
 		log.Info("shutting down", "timeout", cfg.ShutdownTimeout.String())
-		ready.Store(false)
+		stopping.Store(true)
 		sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 		defer cancel()
 		err = srv.Shutdown(sctx)
 	}
 	stop()
-	<-sweeperDone
-	if err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if sweeper.Wait(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	log.Info("stopped")
 	return nil
 }
 
-// waitForBucket checks (and may create) the bucket, retrying with a capped backoff so the service can start
-// before its S3 endpoint does, and gives up after StartupTimeout.
-func waitForBucket(ctx context.Context, log *slog.Logger, store *Store, cfg config) error {
+// logBuffer keeps log lines in memory and writes them out at least every second and when kv stops, so that
+// an access line costs no system call of its own. A crash loses what the last second logged.
+type logBuffer struct {
+	mu   sync.Mutex
+	w    *bufio.Writer
+	done chan struct{}
+}
+
+func newLogBuffer(w io.Writer, every time.Duration) *logBuffer {
+	l := &logBuffer{w: bufio.NewWriterSize(w, 64<<10), done: make(chan struct{})}
+	go l.flushEvery(every)
+	return l
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+func (l *logBuffer) flushEvery(d time.Duration) {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.done:
+			return
+		case <-t.C:
+			l.mu.Lock()
+			l.w.Flush()
+			l.mu.Unlock()
+		}
+	}
+}
+
+func (l *logBuffer) close() {
+	close(l.done)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.w.Flush()
+}
+
+// httpServer bounds what a client may hold: a silent client gets clientTimeout for its headers and then for
+// each read of its body (which pushes the deadline on); equal timeouts spare net/http a deadline per request.
+func httpServer(h http.Handler, log *slog.Logger, clientTimeout time.Duration) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: clientTimeout, ReadTimeout: clientTimeout,
+		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+}
+
+// setup readies the store while the server already answers (/kv with 503), retrying with a capped backoff
+// so that kv can start before its S3 does, for at most StartupTimeout.
+func setup(ctx context.Context, log *slog.Logger, st *Store, cfg config) error {
 	ctx, cancel := context.WithTimeout(ctx, cfg.StartupTimeout)
 	defer cancel()
 	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
-		err := store.EnsureBucket(ctx, cfg.CreateBucket)
-		if err == nil {
+		err := st.Setup(ctx, cfg.CreateBucket, cfg.Versioning)
+		switch {
+		case err == nil:
+			log.Info("bucket ready", "bucket", cfg.Bucket, "versioned", st.versioned)
 			return nil
-		}
-		if errors.Is(err, ErrNotFound) {
+		case errors.Is(err, ErrNoBucket) && !cfg.CreateBucket:
 			return fmt.Errorf("bucket %q does not exist and S3_CREATE_BUCKET is false", cfg.Bucket)
 		}
 		log.Warn("bucket not ready, retrying", "bucket", cfg.Bucket, "err", err, "retry_in", wait.String())
@@ -226,7 +224,7 @@ func waitForBucket(ctx context.Context, log *slog.Logger, store *Store, cfg conf
 }
 
 // sweep reclaims expired values every interval until ctx ends.
-func sweep(ctx context.Context, log *slog.Logger, store *Store, m *metrics, interval time.Duration) {
+func sweep(ctx context.Context, log *slog.Logger, st *Store, m *metrics, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -234,7 +232,7 @@ func sweep(ctx context.Context, log *slog.Logger, store *Store, m *metrics, inte
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			n, err := store.Sweep(ctx)
+			n, err := st.Sweep(ctx)
 			m.reclaimed.Add(int64(n))
 			if err != nil && ctx.Err() == nil {
 				log.Warn("ttl sweep failed", "err", err, "deleted", n)
@@ -245,15 +243,16 @@ func sweep(ctx context.Context, log *slog.Logger, store *Store, m *metrics, inte
 	}
 }
 
-func newS3Client(ctx context.Context, cfg config, apiOptions ...func(*middleware.Stack) error) (*s3.Client, error) {
+func newS3Client(ctx context.Context, cfg config, m *metrics) (*s3.Client, error) {
 	// One pooled connection per concurrent request, kept for reuse: the default pool keeps only a few.
-	httpClient := awshttp.NewBuildableClient().WithTransportOptions(func(t *http.Transport) {
+	hc := awshttp.NewBuildableClient().WithTransportOptions(func(t *http.Transport) {
 		t.MaxIdleConns, t.MaxIdleConnsPerHost = 1024, 1024
 	})
-	opts := []func(*awsconfig.LoadOptions) error{awsconfig.WithRegion(cfg.Region), awsconfig.WithHTTPClient(httpClient)}
+	opts := []func(*awsconfig.LoadOptions) error{awsconfig.WithRegion(cfg.Region), awsconfig.WithHTTPClient(hc)}
 	if cfg.AccessKey != "" {
-		opts = append(opts, awsconfig.WithCredentialsProvider(
-			credentials.NewStaticCredentialsProvider(cfg.AccessKey, cfg.SecretKey, "")))
+		creds := aws.Credentials{AccessKeyID: cfg.AccessKey, SecretAccessKey: cfg.SecretKey, Source: "S3_ACCESS_KEY"}
+		opts = append(opts, awsconfig.WithCredentialsProvider(aws.CredentialsProviderFunc(
+			func(context.Context) (aws.Credentials, error) { return creds, nil })))
 	}
 	awsCfg, err := awsconfig.LoadDefaultConfig(ctx, opts...)
 	if err != nil {
@@ -261,28 +260,53 @@ func newS3Client(ctx context.Context, cfg config, apiOptions ...func(*middleware
 	}
 	return s3.NewFromConfig(awsCfg, func(o *s3.Options) {
 		if cfg.S3Endpoint != "" {
-			o.BaseEndpoint = aws.String(cfg.S3Endpoint)
-			o.UsePathStyle = true
+			o.BaseEndpoint, o.UsePathStyle = aws.String(cfg.S3Endpoint), true
 		}
 		// S3-compatible stores mishandle the default checksums of service/s3 v1.73+.
 		o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
 		o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
 		// Sign an unsigned payload, so a PUT streams its body instead of hashing (and so holding) it first.
 		o.APIOptions = append(o.APIOptions, v4.SwapComputePayloadSHA256ForUnsignedPayloadMiddleware)
-		o.APIOptions = append(o.APIOptions, apiOptions...)
+		o.HTTPClient = s3Transport{o.HTTPClient, m}
 	}), nil
+}
+
+// s3Transport is the S3 client's HTTP client: it counts each attempt by operation and outcome, and strips
+// the request URL, which names the key, from transport errors, so that no key reaches a log.
+type s3Transport struct {
+	next aws.HTTPClient
+	m    *metrics
+}
+
+func (t s3Transport) Do(req *http.Request) (*http.Response, error) {
+	start := time.Now()
+	resp, err := t.next.Do(req)
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		ue.URL = req.URL.Scheme + "://" + req.URL.Host
+	}
+	outcome := "error"
+	switch {
+	case err != nil:
+	case resp.StatusCode < 300:
+		outcome = "ok"
+	case resp.StatusCode == 404:
+		outcome = "not_found"
+	case resp.StatusCode == 412:
+		outcome = "precondition_failed"
+	}
+	observe(&t.m.s3, seriesKey{awsmiddleware.GetOperationName(req.Context()), outcome, 0}, time.Since(start))
+	return resp, err
 }
 
 // healthcheck is the container's probe: the image has no shell or curl.
 func healthcheck(port string) error {
-	c := http.Client{Timeout: 3 * time.Second}
-	resp, err := c.Get("http://127.0.0.1:" + port + "/readyz")
-	if err != nil {
-		return err
+	resp, err := (&http.Client{Timeout: 3 * time.Second}).Get("http://127.0.0.1:" + port + "/readyz")
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = errors.New("readyz: " + resp.Status)
 	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("readyz: %s", resp.Status)
+	if resp != nil {
+		resp.Body.Close()
 	}
-	return nil
+	return err
 }

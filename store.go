@@ -3,38 +3,49 @@ package main
 import (
 	"bytes"
 	"cmp"
+	"container/list"
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"net/http"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
-	"github.com/aws/smithy-go"
 )
 
-// Object layout in the bucket: a key's value is valuePrefix + objectPath(key), and each TTL write adds an
-// index entry indexPrefix + <expiry second> + "/" + objectPath(key), so every object kv touches stays in
-// its own key space.
+// Object layout: a key's value is valuePrefix + objectPath(key); each TTL write adds the index entry
+// indexPrefix + <expiry second> + "/" + objectPath(key). No key can name an object outside its prefix.
 const (
-	valuePrefix = "v/"
-	indexPrefix = "t/"
-	indexWidth  = 11 // zero-padded unix seconds, so index entries list in expiry order
-	// maxObjectKey is S3's limit on an object's name; keys up to maxObjectKey-15 bytes always fit.
-	maxObjectKey = 1024
-	expiresMeta  = "expires-at" // user metadata holding a value's expiry, RFC 3339 with nanoseconds
+	valuePrefix  = "v/"
+	indexPrefix  = "t/"
+	indexWidth   = 11   // zero-padded Unix seconds, so index entries list in expiry order
+	maxObjectKey = 1024 // S3's limit on an object name; keys up to maxObjectKey-15 bytes always fit
+	expiresMeta  = "expires-at"
+	sweepPage    = 1000 // index entries per step: the most one LIST returns and one DeleteObjects takes
+	inFlight     = 32   // HEADs at once while sweeping or listing
+	cacheMaxItem = 1 << 20
+)
+
+var (
+	ErrNotFound     = errors.New("not found")
+	ErrPrecondition = errors.New("precondition failed")
+	ErrBadKey       = errors.New("key rejected by storage")
+	ErrBadVersion   = errors.New("malformed version id")
+	ErrNoBucket     = errors.New("bucket does not exist")
 )
 
 // objectPath names a key's object: every "!" doubled, then one "!" at the end. MinIO keeps objects as
 // folders on disk and cannot list both "a" and "a/b"; here an object's name ends in an odd run of "!" and a
-// folder's never does, so no object is a folder of another, and the object sits as deep as the key does.
-// "!" sorts before every other printable character but space, so names list in the keys' byte order.
+// folder's never does. "!" sorts before every printable character but space, so names keep the keys' order.
 // prefix=true encodes a listing prefix (no end marker).
 func objectPath(key string, prefix bool) string {
 	p := strings.ReplaceAll(key, "!", "!!")
@@ -46,147 +57,10 @@ func objectPath(key string, prefix bool) string {
 
 func valueName(key string) string { return valuePrefix + objectPath(key, false) }
 
-// keyOf inverts objectPath for an object name found under prefix.
-func keyOf(prefix, name string) (string, bool) {
-	path, ok := strings.CutPrefix(name, prefix)
+// keyOf inverts objectPath; ok is false for a name kv did not make.
+func keyOf(path string) (string, bool) {
 	key := strings.ReplaceAll(strings.TrimSuffix(path, "!"), "!!", "!")
-	return key, ok && objectPath(key, false) == path
-}
-
-var (
-	ErrNotFound     = errors.New("not found")
-	ErrPrecondition = errors.New("precondition failed")
-	ErrBadKey       = errors.New("key rejected by storage")
-	ErrBadVersion   = errors.New("malformed version id")
-	// errDeleteMarker is a delete marker read by version id: not found, for every reader.
-	errDeleteMarker = fmt.Errorf("version is a delete marker: %w", ErrNotFound)
-)
-
-// s3API is the part of *s3.Client the store calls, so unit tests can hand it a fake.
-type s3API interface {
-	PutObject(context.Context, *s3.PutObjectInput, ...func(*s3.Options)) (*s3.PutObjectOutput, error)
-	GetObject(context.Context, *s3.GetObjectInput, ...func(*s3.Options)) (*s3.GetObjectOutput, error)
-	HeadObject(context.Context, *s3.HeadObjectInput, ...func(*s3.Options)) (*s3.HeadObjectOutput, error)
-	DeleteObject(context.Context, *s3.DeleteObjectInput, ...func(*s3.Options)) (*s3.DeleteObjectOutput, error)
-	ListObjectsV2(context.Context, *s3.ListObjectsV2Input, ...func(*s3.Options)) (*s3.ListObjectsV2Output, error)
-	HeadBucket(context.Context, *s3.HeadBucketInput, ...func(*s3.Options)) (*s3.HeadBucketOutput, error)
-	CreateBucket(context.Context, *s3.CreateBucketInput, ...func(*s3.Options)) (*s3.CreateBucketOutput, error)
-	PutBucketVersioning(context.Context, *s3.PutBucketVersioningInput, ...func(*s3.Options)) (*s3.PutBucketVersioningOutput, error)
-	GetBucketVersioning(context.Context, *s3.GetBucketVersioningInput, ...func(*s3.Options)) (*s3.GetBucketVersioningOutput, error)
-	ListObjectVersions(context.Context, *s3.ListObjectVersionsInput, ...func(*s3.Options)) (*s3.ListObjectVersionsOutput, error)
-}
-
-var _ s3API = (*s3.Client)(nil)
-
-// Meta describes one stored value.
-type Meta struct {
-	Size         int64
-	ETag         string // quoted, as S3 returns it
-	ContentType  string
-	LastModified time.Time
-	ExpiresAt    time.Time // zero: never
-	Version      string
-	header       http.Header // preformatted response headers, kept with a cached value
-}
-
-// PutOptions are a write's content type, its HTTP preconditions and its expiry.
-type PutOptions struct {
-	ContentType string
-	IfMatch     string        // an entity tag or *; empty: unconditional
-	IfNoneMatch bool          // If-None-Match: *
-	TTL         time.Duration // zero: the value never expires
-}
-
-// Store keeps values in one S3 bucket. Every S3 call is bounded by timeout; a streamed body is
-// bounded by timeout between reads rather than in total, so large values may take as long as they need.
-type Store struct {
-	s3      s3API
-	bucket  string
-	timeout time.Duration
-	now     func() time.Time
-	cache   *cache // nil: off
-	// versioned: the bucket keeps every version (S3 bucket versioning), so the version API works.
-	versioned bool
-}
-
-func newStore(client s3API, bucket string, timeout time.Duration, c *cache) *Store {
-	return &Store{s3: client, bucket: bucket, timeout: timeout, now: time.Now, cache: c}
-}
-
-func (s *Store) expired(m Meta) bool { return !m.ExpiresAt.IsZero() && !s.now().Before(m.ExpiresAt) }
-
-// Put stores body (size bytes) under key. Preconditions are checked against the live value (an expired
-// value counts as absent) and enforced by S3's conditional PutObject, so a concurrent writer cannot slip in.
-func (s *Store) Put(ctx context.Context, key string, body io.Reader, size int64, o PutOptions) (Meta, error) {
-	var cached *cacheEntry // what the cache holds for key once the write is over: nil, or the new value
-	var kept *bytes.Buffer
-	if s.cache != nil {
-		defer func() { s.cache.put(key, cached) }()
-		if s.cache.fits(size) {
-			kept = bytes.NewBuffer(make([]byte, 0, size))
-			body = io.TeeReader(body, kept)
-		}
-	}
-	in := &s3.PutObjectInput{
-		Bucket: &s.bucket, Key: aws.String(valueName(key)), ContentLength: &size,
-		ContentType: aws.String(o.ContentType),
-	}
-	if o.IfMatch != "" || o.IfNoneMatch {
-		cur, err := s.Head(ctx, key, "")
-		switch {
-		case errors.Is(err, ErrNotFound):
-			if o.IfMatch != "" {
-				return Meta{}, ErrPrecondition
-			}
-			if cur.ETag != "" { // expired but not yet swept: replace exactly that object
-				in.IfMatch = &cur.ETag
-			} else {
-				in.IfNoneMatch = aws.String("*")
-			}
-		case err != nil:
-			return Meta{}, err
-		case o.IfNoneMatch || !etagMatch(o.IfMatch, cur.ETag):
-			return Meta{}, ErrPrecondition
-		default:
-			in.IfMatch = &cur.ETag
-		}
-	}
-	var expires time.Time
-	if o.TTL > 0 {
-		expires = s.now().Add(o.TTL)
-		// The index entry goes first: a crash between the two writes leaves a stale entry, never an
-		// expiring value the sweeper cannot find.
-		if err := s.putIndex(ctx, key, expires); err != nil {
-			return Meta{}, err
-		}
-		in.Metadata = map[string]string{expiresMeta: expires.UTC().Format(time.RFC3339Nano)}
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	idle := newIdleReader(body, s.timeout, cancel)
-	defer idle.Close()
-	in.Body = idle
-	out, err := s.s3.PutObject(ctx, in)
-	if err = s.fail("put", key, err); errors.Is(err, ErrNotFound) && in.IfMatch != nil {
-		return Meta{}, ErrPrecondition // deleted since the HEAD: If-Match on an absent key is a 412
-	} else if err != nil {
-		return Meta{}, err
-	}
-	m := Meta{Size: size, ETag: aws.ToString(out.ETag), ContentType: o.ContentType, ExpiresAt: expires,
-		Version: aws.ToString(out.VersionId), LastModified: s.now().UTC().Truncate(time.Second)}
-	if kept != nil && int64(kept.Len()) == size {
-		cm := m
-		cm.header = valueHeader(m)
-		cached = &cacheEntry{key: key, value: kept.Bytes(), meta: cm, stored: s.now()}
-	}
-	return m, nil
-}
-
-func (s *Store) putIndex(ctx context.Context, key string, at time.Time) error {
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
-	defer cancel()
-	_, err := s.s3.PutObject(ctx, &s3.PutObjectInput{Bucket: &s.bucket, Key: aws.String(indexKey(key, at)),
-		ContentLength: aws.Int64(0), Body: strings.NewReader("")})
-	return s.fail("put index", key, err)
+	return key, objectPath(key, false) == path
 }
 
 // indexKey rounds the expiry up to the second, so an entry is due only once its value has expired.
@@ -198,44 +72,189 @@ func indexKey(key string, at time.Time) string {
 	return fmt.Sprintf("%s%0*d/%s", indexPrefix, indexWidth, sec, objectPath(key, false))
 }
 
-// Get returns the value's body, which the caller must close. An expired value is ErrNotFound. With the
-// cache on, small values come from memory, and concurrent misses on one key share one S3 GET.
+// s3API is the part of *s3.Client the store calls, so unit tests can hand it a fake.
+type s3API interface {
+	PutObject(context.Context, *s3.PutObjectInput, ...func(*s3.Options)) (*s3.PutObjectOutput, error)
+	GetObject(context.Context, *s3.GetObjectInput, ...func(*s3.Options)) (*s3.GetObjectOutput, error)
+	HeadObject(context.Context, *s3.HeadObjectInput, ...func(*s3.Options)) (*s3.HeadObjectOutput, error)
+	DeleteObject(context.Context, *s3.DeleteObjectInput, ...func(*s3.Options)) (*s3.DeleteObjectOutput, error)
+	DeleteObjects(context.Context, *s3.DeleteObjectsInput, ...func(*s3.Options)) (*s3.DeleteObjectsOutput, error)
+	ListObjectsV2(context.Context, *s3.ListObjectsV2Input, ...func(*s3.Options)) (*s3.ListObjectsV2Output, error)
+	ListObjectVersions(context.Context, *s3.ListObjectVersionsInput,
+		...func(*s3.Options)) (*s3.ListObjectVersionsOutput, error)
+	HeadBucket(context.Context, *s3.HeadBucketInput, ...func(*s3.Options)) (*s3.HeadBucketOutput, error)
+	CreateBucket(context.Context, *s3.CreateBucketInput, ...func(*s3.Options)) (*s3.CreateBucketOutput, error)
+	PutBucketVersioning(context.Context, *s3.PutBucketVersioningInput,
+		...func(*s3.Options)) (*s3.PutBucketVersioningOutput, error)
+	GetBucketVersioning(context.Context, *s3.GetBucketVersioningInput,
+		...func(*s3.Options)) (*s3.GetBucketVersioningOutput, error)
+}
+
+var _ s3API = (*s3.Client)(nil)
+
+// Meta describes one stored value.
+type Meta struct {
+	Size         int64       `json:"size"`
+	ETag         string      `json:"etag"` // quoted, as S3 returns it
+	ContentType  string      `json:"-"`
+	LastModified time.Time   `json:"-"`
+	ExpiresAt    time.Time   `json:"expires_at,omitzero"` // zero: never
+	Version      string      `json:"version,omitempty"`
+	header       http.Header // response headers, formatted once for a cached value
+}
+
+// PutOptions are a write's content type, preconditions and expiry.
+type PutOptions struct {
+	ContentType string
+	IfMatch     string        // an entity-tag list or *; empty: unconditional
+	IfNoneMatch bool          // If-None-Match: *
+	TTL         time.Duration // zero: never expires
+}
+
+// Store keeps values in one S3 bucket. Each S3 call is bounded by timeout; a value's stream is bounded by
+// timeout without progress rather than in total, so a large value takes as long as it needs.
+type Store struct {
+	s3      s3API
+	bucket  string
+	timeout time.Duration
+	now     func() time.Time
+	cache   *cache // nil: off
+	// ready is set once Setup has checked the bucket; versioned is written before it and read only after.
+	ready     atomic.Bool
+	versioned bool
+}
+
+func newStore(client s3API, bucket string, timeout time.Duration, c *cache) *Store {
+	return &Store{s3: client, bucket: bucket, timeout: timeout, now: time.Now, cache: c}
+}
+
+func (s *Store) expired(m Meta) bool { return !m.ExpiresAt.IsZero() && !s.now().Before(m.ExpiresAt) }
+
+// Setup checks the bucket (creating it when create is set), enables versioning when asked, notes whether the
+// bucket keeps versions, and then marks the store ready.
+func (s *Store) Setup(ctx context.Context, create, versioning bool) error {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	err := s.Ready(ctx)
+	if errors.Is(err, ErrNoBucket) && create {
+		_, err = s.s3.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: &s.bucket})
+		if errorCode(err) == "BucketAlreadyOwnedByYou" {
+			err = nil
+		}
+		err = fail("create bucket", err)
+	}
+	if err == nil && versioning {
+		_, err = s.s3.PutBucketVersioning(ctx, &s3.PutBucketVersioningInput{Bucket: &s.bucket,
+			VersioningConfiguration: &types.VersioningConfiguration{Status: types.BucketVersioningStatusEnabled}})
+		err = fail("enable versioning", err)
+	}
+	if err != nil {
+		return err
+	}
+	out, err := s.s3.GetBucketVersioning(ctx, &s3.GetBucketVersioningInput{Bucket: &s.bucket})
+	if err != nil {
+		return fail("get versioning", err)
+	}
+	if s.versioned = out.Status == types.BucketVersioningStatusEnabled; versioning && !s.versioned {
+		return fmt.Errorf("versioning is %q after enabling it", out.Status)
+	}
+	s.ready.Store(true)
+	return nil
+}
+
+// Ready reports whether the bucket answers; ErrNoBucket when it does not exist.
+func (s *Store) Ready(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	_, err := s.s3.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: &s.bucket})
+	if code := errorCode(err); code == "NotFound" || code == "NoSuchBucket" {
+		return wrap("head bucket", ErrNoBucket, err)
+	}
+	return fail("head bucket", err)
+}
+
+// Put stores body (size bytes) under key. Preconditions are judged against the live value (an expired one
+// counts as absent) and enforced by S3's conditional PutObject, so a concurrent writer cannot slip in between.
+func (s *Store) Put(ctx context.Context, key string, body io.Reader, size int64, o PutOptions) (Meta, error) {
+	s.cache.writing(key, 1)
+	defer s.cache.writing(key, -1)
+	in := &s3.PutObjectInput{Bucket: &s.bucket, Key: aws.String(valueName(key)), ContentLength: &size,
+		ContentType: &o.ContentType}
+	if err := s.precondition(ctx, key, o, in); err != nil {
+		return Meta{}, err
+	}
+	m := Meta{Size: size, ContentType: o.ContentType}
+	if o.TTL > 0 {
+		// The index entry goes first: a crash in between leaves a stale entry, never a value nothing reclaims.
+		m.ExpiresAt = s.now().Add(o.TTL).UTC()
+		ictx, cancel := context.WithTimeout(ctx, s.timeout)
+		_, err := s.s3.PutObject(ictx, &s3.PutObjectInput{Bucket: &s.bucket, Key: aws.String(indexKey(key, m.ExpiresAt)),
+			ContentLength: aws.Int64(0), Body: strings.NewReader("")})
+		if cancel(); err != nil {
+			return Meta{}, fail("put index", err)
+		}
+		in.Metadata = map[string]string{expiresMeta: m.ExpiresAt.UTC().Format(time.RFC3339Nano)}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	idle := &idleReader{r: body, t: time.AfterFunc(s.timeout, cancel), d: s.timeout, cancel: cancel}
+	defer idle.Close()
+	in.Body = idle
+	out, err := s.s3.PutObject(ctx, in)
+	if err = fail("put", err); errors.Is(err, ErrNotFound) && in.IfMatch != nil {
+		return Meta{}, ErrPrecondition // deleted since the HEAD: If-Match on an absent key
+	} else if err != nil {
+		return Meta{}, err
+	}
+	m.ETag, m.Version = aws.ToString(out.ETag), aws.ToString(out.VersionId)
+	return m, nil
+}
+
+// precondition checks a conditional write against the live value and makes the PutObject conditional on
+// exactly the object it checked.
+func (s *Store) precondition(ctx context.Context, key string, o PutOptions, in *s3.PutObjectInput) error {
+	if o.IfMatch == "" && !o.IfNoneMatch {
+		return nil
+	}
+	cur, err := s.Head(ctx, key, "")
+	switch {
+	case errors.Is(err, ErrNotFound) && o.IfMatch != "":
+		return ErrPrecondition
+	case errors.Is(err, ErrNotFound) && cur.ETag != "": // expired, not swept yet: replace exactly that object
+		in.IfMatch = &cur.ETag
+	case errors.Is(err, ErrNotFound):
+		in.IfNoneMatch = aws.String("*")
+	case err != nil:
+		return err
+	case o.IfNoneMatch || !etagMatch(o.IfMatch, cur.ETag, false):
+		return ErrPrecondition
+	default:
+		in.IfMatch = &cur.ETag
+	}
+	return nil
+}
+
+// Get returns the value's body, which the caller must close; an expired value is ErrNotFound. With the cache
+// on, small values come from memory.
 func (s *Store) Get(ctx context.Context, key, version string) (io.ReadCloser, Meta, error) {
 	if s.cache == nil || version != "" {
 		return s.getObject(ctx, key, version)
 	}
-	e, f, leader, gen := s.cache.get(key, s.now())
-	switch {
-	case e != nil:
+	e, gen := s.cache.get(key, s.now())
+	if e != nil {
 		return newMemBody(e.value), e.meta, nil
-	case !leader:
-		select {
-		case <-f.done:
-		case <-ctx.Done():
-			return nil, Meta{}, ctx.Err()
-		}
-		if f.entry != nil {
-			return newMemBody(f.entry.value), f.entry.meta, nil
-		}
-		if errors.Is(f.err, ErrNotFound) {
-			return nil, Meta{}, ErrNotFound
-		}
-		return s.getObject(ctx, key, "") // too large to share, or the leader failed: ask for ourselves
 	}
-	defer s.cache.finish(key, f, gen)
+	defer func() { s.cache.fill(key, gen, e) }()
 	body, m, err := s.getObject(ctx, key, "")
-	if f.err = err; err != nil || !s.cache.fits(m.Size) {
+	if err != nil || !s.cache.fits(m.Size) {
 		return body, m, err
 	}
 	value := make([]byte, m.Size)
 	_, err = io.ReadFull(body, value)
-	body.Close()
-	if err != nil {
-		f.err = s.fail("get", key, err)
-		return nil, Meta{}, f.err
+	if body.Close(); err != nil {
+		return nil, Meta{}, fmt.Errorf("s3 get: reading the value: %w", err)
 	}
 	m.header = valueHeader(m)
-	f.entry = &cacheEntry{key: key, value: value, meta: m, stored: s.now()}
+	e = &cacheEntry{key: key, value: value, meta: m, stored: s.now()}
 	return newMemBody(value), m, nil
 }
 
@@ -247,31 +266,42 @@ func (*memBody) Close() error      { return nil }
 
 func (s *Store) getObject(ctx context.Context, key, version string) (io.ReadCloser, Meta, error) {
 	ctx, cancel := context.WithCancel(ctx)
-	timer := time.AfterFunc(s.timeout, cancel)
+	idle := &idleReader{t: time.AfterFunc(s.timeout, cancel), d: s.timeout, cancel: cancel, download: true}
 	out, err := s.s3.GetObject(ctx, &s3.GetObjectInput{Bucket: &s.bucket, Key: aws.String(valueName(key)),
 		VersionId: nonEmpty(version)})
-	timer.Stop()
 	if err != nil {
-		cancel()
-		return nil, Meta{}, s.failVersion("get", key, version, err)
+		idle.Close()
+		return nil, Meta{}, failObject("get", version, err)
 	}
+	idle.r = out.Body
 	m := meta(out.ContentLength, out.ETag, out.ContentType, out.LastModified, out.Metadata, out.VersionId)
 	if s.expired(m) {
-		out.Body.Close()
-		cancel()
+		idle.Close()
 		return nil, m, ErrNotFound
 	}
-	return newIdleReader(out.Body, s.timeout, cancel), m, nil
+	return idle, m, nil
 }
 
-// Head returns the value's metadata. An expired value is ErrNotFound, with its metadata.
+// Head returns the value's metadata; an expired value is ErrNotFound, with its metadata. S3 answers a HEAD in
+// a missing bucket as if the key were missing (a 404 without a body), so an absence is checked with the bucket.
 func (s *Store) Head(ctx context.Context, key, version string) (Meta, error) {
+	m, err := s.head(ctx, key, version)
+	if errors.Is(err, ErrNotFound) && m.ETag == "" {
+		if berr := s.Ready(ctx); berr != nil {
+			return m, berr
+		}
+	}
+	return m, err
+}
+
+// head is Head for callers that have just seen the bucket answer.
+func (s *Store) head(ctx context.Context, key, version string) (Meta, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	out, err := s.s3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &s.bucket, Key: aws.String(valueName(key)),
 		VersionId: nonEmpty(version)})
 	if err != nil {
-		return Meta{}, s.failVersion("head", key, version, err)
+		return Meta{}, failObject("head", version, err)
 	}
 	m := meta(out.ContentLength, out.ETag, out.ContentType, out.LastModified, out.Metadata, out.VersionId)
 	if s.expired(m) {
@@ -280,168 +310,210 @@ func (s *Store) Head(ctx context.Context, key, version string) (Meta, error) {
 	return m, nil
 }
 
-// Delete removes key; ErrNotFound when it is absent or expired. S3's DeleteObject succeeds on absent
-// keys, so a HEAD comes first; a write racing between the two is deleted, as if it came just before.
-func (s *Store) Delete(ctx context.Context, key string) error {
-	if s.cache != nil {
-		defer s.cache.put(key, nil)
-	}
-	m, err := s.Head(ctx, key, "")
-	if err != nil && (!errors.Is(err, ErrNotFound) || m.ETag == "") {
-		return err
-	}
-	if derr := s.deleteObject(ctx, valueName(key), "", ""); derr != nil {
-		return s.fail("delete", key, derr)
-	}
-	return err // nil, or ErrNotFound for an expired value that is now reclaimed
-}
-
-// deleteObject deletes an object, only if it still has the ETag ifMatch (when given; MinIO ignores it),
-// or exactly one version of it (when given).
-func (s *Store) deleteObject(ctx context.Context, objectKey, ifMatch, version string) error {
+// Delete removes key, or with a version that one version (or delete marker) for good. It is idempotent: S3
+// deletes whether or not there was anything, so whether this call removed a value is unknowable.
+func (s *Store) Delete(ctx context.Context, key, version string) error {
+	s.cache.writing(key, 1)
+	defer s.cache.writing(key, -1)
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	_, err := s.s3.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &s.bucket, Key: &objectKey,
-		IfMatch: nonEmpty(ifMatch), VersionId: nonEmpty(version)})
-	return err
+	_, err := s.s3.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &s.bucket, Key: aws.String(valueName(key)),
+		VersionId: nonEmpty(version)})
+	return failObject("delete", version, err)
 }
 
-// List returns up to limit live keys starting with prefix, after the key cursor names, in the order of their
-// object names. next is the last key of the page when more may follow. Expired keys the sweeper has not
-// removed yet are found through the TTL index (one LIST of due entries), not with a request per key.
-func (s *Store) List(ctx context.Context, prefix, after string, limit int) (keys []string, next string, err error) {
-	lctx, cancel := context.WithTimeout(ctx, s.timeout)
-	defer cancel()
-	// One object more than the page needs proves that more follow: MinIO can answer IsTruncated=false
-	// with objects still to come (seen with start-after and small max-keys).
-	in := &s3.ListObjectsV2Input{Bucket: &s.bucket, Prefix: aws.String(valuePrefix + objectPath(prefix, true)),
-		MaxKeys: aws.Int32(int32(min(limit+1, 1000)))}
-	if after != "" {
-		in.StartAfter = aws.String(valueName(after))
-	}
-	out, err := s.s3.ListObjectsV2(lctx, in)
-	if err != nil {
-		return nil, "", s.fail("list", prefix, err)
-	}
-	more := len(out.Contents) > limit || aws.ToBool(out.IsTruncated)
-	objects := out.Contents[:min(limit, len(out.Contents))]
-	due, err := s.dueIndex(ctx, s.now().Add(time.Second))
-	if err != nil {
-		return nil, "", err
-	}
-	for _, o := range objects {
-		key, ok := keyOf(valuePrefix, aws.ToString(o.Key))
-		if !ok || !strings.HasPrefix(key, prefix) { // not a name kv wrote
-			continue
+// List returns up to limit live keys under prefix, in the order of their object names, after the object path
+// cursor names. The cursor is an object path, not a key, so a walk moves past objects kv did not write. next
+// is the cursor of the following page; empty on the last.
+func (s *Store) List(ctx context.Context, prefix, cursor string, limit int) (keys []string, next string, err error) {
+	in := &s3.ListObjectsV2Input{Bucket: &s.bucket, Prefix: aws.String(valuePrefix + objectPath(prefix, true))}
+	for next = cursor; len(keys) < limit; {
+		// One object more than the page needs proves that more follow: MinIO can answer IsTruncated=false
+		// with objects still to come (seen with start-after and a small max-keys).
+		want := limit - len(keys)
+		in.MaxKeys, in.StartAfter = aws.Int32(int32(want+1)), aws.String(valuePrefix+next)
+		out, err := s.list(ctx, in, "list")
+		if err != nil {
+			return nil, "", err
 		}
-		next = key
-		if _, ok := due[key]; ok {
-			if _, err := s.Head(ctx, key, ""); errors.Is(err, ErrNotFound) {
-				continue
-			} else if err != nil {
-				return nil, "", err
+		more := len(out.Contents) > want || aws.ToBool(out.IsTruncated)
+		var page []string
+		for _, o := range out.Contents[:min(want, len(out.Contents))] {
+			next = strings.TrimPrefix(aws.ToString(o.Key), valuePrefix)
+			if key, ok := keyOf(next); ok && strings.HasPrefix(key, prefix) {
+				page = append(page, key)
 			}
 		}
-		keys = append(keys, key)
-	}
-	if !more {
-		next = ""
+		if page, err = s.live(ctx, page); err != nil {
+			return nil, "", err
+		}
+		if keys = append(keys, page...); !more {
+			return keys, "", nil
+		}
 	}
 	return keys, next, nil
 }
 
-// dueIndex lists the TTL index entries due by until: key → its entries' object names.
-func (s *Store) dueIndex(ctx context.Context, until time.Time) (map[string][]string, error) {
-	due := map[string][]string{}
-	in := &s3.ListObjectsV2Input{Bucket: &s.bucket, Prefix: aws.String(indexPrefix)}
-	for {
-		lctx, cancel := context.WithTimeout(ctx, s.timeout)
-		out, err := s.s3.ListObjectsV2(lctx, in)
-		cancel()
-		if err != nil {
-			return nil, s.fail("list index", "", err)
-		}
-		for _, o := range out.Contents {
-			entry := aws.ToString(o.Key)
-			sec, path, _ := strings.Cut(strings.TrimPrefix(entry, indexPrefix), "/")
-			n, err := strconv.ParseInt(sec, 10, 64)
-			key, ok := keyOf("", path)
-			if err != nil || !ok {
-				continue // not kv's
-			}
-			if n > until.Unix() {
-				return due, nil
-			}
-			due[key] = append(due[key], entry)
-		}
-		if !aws.ToBool(out.IsTruncated) {
-			return due, nil
-		}
-		in.ContinuationToken = out.NextContinuationToken
+// live drops the keys whose value has expired but is not swept yet. Only keys with a due index entry can be
+// such: when the due entries fit in a read the size of the page, only the keys named there are checked,
+// else every key of the page is, so a listing never reads more of the index than its page needs.
+func (s *Store) live(ctx context.Context, keys []string) ([]string, error) {
+	if len(keys) == 0 {
+		return keys, nil
 	}
-}
-
-// Sweep deletes the values whose expiry has passed, finding them through the TTL index, so its work grows
-// with the number of due entries, not with the bucket. Its delete carries If-Match, so a value rewritten
-// after the sweeper looked survives where S3 honours that (AWS); MinIO ignores it, leaving the window
-// between the HEAD and the DELETE. It returns how many values it deleted.
-func (s *Store) Sweep(ctx context.Context) (int, error) {
-	// Entries name the second after their expiry, so look one second ahead: a value that expired
-	// earlier in this second goes now, not one interval later. The HEAD decides.
-	due, err := s.dueIndex(ctx, s.now().Add(time.Second))
+	in := &s3.ListObjectsV2Input{Bucket: &s.bucket, Prefix: aws.String(indexPrefix), MaxKeys: aws.Int32(int32(len(keys)))}
+	out, err := s.list(ctx, in, "list index")
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	deleted := 0
-	for key, entries := range due {
-		m, err := s.Head(ctx, key, "")
-		if err == nil && !m.ExpiresAt.IsZero() { // live: keep its own entry, drop the stale ones
-			entries = slices.DeleteFunc(entries, func(e string) bool { return e == indexKey(key, m.ExpiresAt) })
-		}
-		if errors.Is(err, ErrNotFound) && m.ETag != "" {
-			err = s.fail("sweep", key, s.deleteObject(ctx, valueName(key), m.ETag, ""))
-			if err == nil && s.versioned {
-				// That left a delete marker on top, so no older version resurfaces; now remove exactly the
-				// expired version, which a racing rewrite cannot be.
-				err = s.fail("sweep version", key, s.deleteObject(ctx, valueName(key), "", m.Version))
-			}
-			if err == nil {
-				deleted++
-			}
-		}
-		if err != nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrPrecondition) {
-			return deleted, err
-		}
-		for _, e := range entries {
-			if err := s.deleteObject(ctx, e, "", ""); err != nil {
-				return deleted, s.fail("sweep index", key, err)
-			}
+	due, all := dueEntries(out, s.now())
+	check := keys
+	if all {
+		check = nil
+		for _, e := range due {
+			check = append(check, e.key)
 		}
 	}
-	return deleted, nil
+	heads := s.heads(ctx, check)
+	keys = slices.DeleteFunc(keys, func(k string) bool {
+		h, ok := heads[k]
+		if ok && h.err != nil && !errors.Is(h.err, ErrNotFound) {
+			err = cmp.Or(err, h.err)
+		}
+		return ok && errors.Is(h.err, ErrNotFound)
+	})
+	return keys, err
 }
 
-// SetupVersioning turns bucket versioning on when enable is set, then notes whether the bucket is versioned
-// (it may have been already): only then does the version API work.
-func (s *Store) SetupVersioning(ctx context.Context, enable bool) error {
+type headResult struct {
+	meta Meta
+	err  error
+}
+
+// heads HEADs keys, inFlight at a time.
+func (s *Store) heads(ctx context.Context, keys []string) map[string]headResult {
+	results := make(map[string]headResult, len(keys))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, inFlight)
+	for _, key := range keys {
+		sem <- struct{}{}
+		wg.Go(func() {
+			m, err := s.head(ctx, key, "")
+			mu.Lock()
+			results[key] = headResult{m, err}
+			mu.Unlock()
+			<-sem
+		})
+	}
+	wg.Wait()
+	return results
+}
+
+// dueEntry is an index entry whose second has come (or comes within the next one).
+type dueEntry struct{ name, key string }
+
+// dueEntries returns the due entries of a page of the index, and whether the page held every due entry.
+// Entries name the second after their expiry, so it looks one second ahead: a value that expired earlier in
+// this second goes now; the HEAD decides.
+func dueEntries(out *s3.ListObjectsV2Output, now time.Time) (due []dueEntry, all bool) {
+	for _, o := range out.Contents {
+		name := aws.ToString(o.Key)
+		sec, path, _ := strings.Cut(strings.TrimPrefix(name, indexPrefix), "/")
+		n, err := strconv.ParseInt(sec, 10, 64)
+		if key, ok := keyOf(path); err == nil && ok {
+			if n > now.Unix()+1 {
+				return due, true
+			}
+			due = append(due, dueEntry{name, key})
+		}
+	}
+	return due, !aws.ToBool(out.IsTruncated)
+}
+
+func (s *Store) list(ctx context.Context, in *s3.ListObjectsV2Input, op string) (*s3.ListObjectsV2Output, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	if enable {
-		_, err := s.s3.PutBucketVersioning(ctx, &s3.PutBucketVersioningInput{Bucket: &s.bucket,
-			VersioningConfiguration: &types.VersioningConfiguration{Status: types.BucketVersioningStatusEnabled}})
-		if err != nil {
-			return fmt.Errorf("enabling versioning on bucket %q: %w", s.bucket, err)
+	out, err := s.s3.ListObjectsV2(ctx, in)
+	return out, fail(op, err)
+}
+
+// Sweep deletes expired values and their index entries, a page of due entries at a time, so its work and
+// memory grow with a page, never with the bucket or the backlog. It returns how many values it deleted.
+func (s *Store) Sweep(ctx context.Context) (deleted int, err error) {
+	in := &s3.ListObjectsV2Input{Bucket: &s.bucket, Prefix: aws.String(indexPrefix), MaxKeys: aws.Int32(sweepPage)}
+	for {
+		out, lerr := s.list(ctx, in, "list index")
+		if lerr != nil {
+			return deleted, lerr
+		}
+		due, all := dueEntries(out, s.now())
+		n, perr := s.sweepPage(ctx, due)
+		if deleted, err = deleted+n, cmp.Or(err, perr); all || len(out.Contents) == 0 || ctx.Err() != nil {
+			return deleted, err
+		}
+		in.StartAfter = out.Contents[len(out.Contents)-1].Key // what this page kept stays behind
+	}
+}
+
+// sweepPage HEADs the keys of due entries in parallel and deletes the expired values in one batch, each on
+// the ETag it had: S3 then spares a value rewritten since (MinIO ignores the condition); with versioning that
+// lays delete markers, so the expired version stays in the history, as a DELETE leaves it. Another batch then
+// drops the entries that are done: an entry stays while it is its live key's own, while its key's HEAD
+// failed, or while its value could not be deleted.
+func (s *Store) sweepPage(ctx context.Context, due []dueEntry) (int, error) {
+	keys := make([]string, 0, len(due))
+	for _, e := range due {
+		keys = append(keys, e.key)
+	}
+	slices.Sort(keys)
+	heads := s.heads(ctx, slices.Compact(keys))
+	var values, done []types.ObjectIdentifier
+	for key, h := range heads {
+		if errors.Is(h.err, ErrNotFound) && h.meta.ETag != "" {
+			values = append(values, types.ObjectIdentifier{Key: aws.String(valueName(key)), ETag: aws.String(h.meta.ETag)})
 		}
 	}
-	out, err := s.s3.GetBucketVersioning(ctx, &s3.GetBucketVersioningInput{Bucket: &s.bucket})
+	deleted, failed, err := s.deleteBatch(ctx, values)
+	for _, e := range due {
+		switch h := heads[e.key]; {
+		case h.err != nil && !errors.Is(h.err, ErrNotFound):
+			err = cmp.Or(err, h.err)
+		case h.err == nil && !h.meta.ExpiresAt.IsZero() && indexKey(e.key, h.meta.ExpiresAt) == e.name:
+		case !failed[valueName(e.key)]:
+			done = append(done, types.ObjectIdentifier{Key: aws.String(e.name)})
+		}
+	}
+	_, _, derr := s.deleteBatch(ctx, done)
+	return deleted, cmp.Or(err, derr)
+}
+
+// deleteBatch deletes up to 1000 objects in one request. It returns how many it deleted and which it could
+// not; an object that changed or went since it was seen is neither.
+func (s *Store) deleteBatch(ctx context.Context, objects []types.ObjectIdentifier) (int, map[string]bool, error) {
+	failed := map[string]bool{}
+	if len(objects) == 0 {
+		return 0, failed, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	out, err := s.s3.DeleteObjects(ctx, &s3.DeleteObjectsInput{Bucket: &s.bucket,
+		Delete: &types.Delete{Objects: objects, Quiet: aws.Bool(true)}})
 	if err != nil {
-		return fmt.Errorf("reading the versioning of bucket %q: %w", s.bucket, err)
+		for _, o := range objects {
+			failed[*o.Key] = true
+		}
+		return 0, failed, fail("delete batch", err)
 	}
-	s.versioned = out.Status == types.BucketVersioningStatusEnabled
-	if enable && !s.versioned {
-		return fmt.Errorf("bucket %q: versioning is %q after enabling it", s.bucket, out.Status)
+	for _, e := range out.Errors {
+		if code := aws.ToString(e.Code); code != "PreconditionFailed" && code != "NoSuchKey" {
+			failed[aws.ToString(e.Key)] = true
+		}
 	}
-	return nil
+	if len(failed) > 0 {
+		err = fmt.Errorf("s3 delete batch: %d of %d objects refused", len(failed), len(objects))
+	}
+	return len(objects) - len(out.Errors), failed, err
 }
 
 // Version is one entry of a key's history.
@@ -466,23 +538,28 @@ func (s *Store) Versions(ctx context.Context, key, after string, limit int) (vs 
 	}
 	out, err := s.s3.ListObjectVersions(ctx, in)
 	if err != nil {
-		return nil, "", s.failVersion("list versions", key, after, err)
+		return nil, "", failObject("list versions", after, err)
+	}
+	add := func(k, id *string, mod *time.Time, latest *bool, v Version) {
+		if aws.ToString(k) == name { // the prefix also selects longer keys
+			v.Version, v.LastModified, v.Latest = aws.ToString(id), aws.ToTime(mod), aws.ToBool(latest)
+			vs = append(vs, v)
+		}
 	}
 	for _, v := range out.Versions {
-		if aws.ToString(v.Key) == name { // the prefix also selects longer keys
-			vs = append(vs, Version{Version: aws.ToString(v.VersionId), Size: aws.ToInt64(v.Size), ETag: aws.ToString(v.ETag),
-				LastModified: aws.ToTime(v.LastModified), Latest: aws.ToBool(v.IsLatest)})
-		}
+		add(v.Key, v.VersionId, v.LastModified, v.IsLatest, Version{Size: aws.ToInt64(v.Size), ETag: aws.ToString(v.ETag)})
 	}
 	for _, d := range out.DeleteMarkers {
-		if aws.ToString(d.Key) == name {
-			vs = append(vs, Version{Version: aws.ToString(d.VersionId), LastModified: aws.ToTime(d.LastModified),
-				Latest: aws.ToBool(d.IsLatest), Deleted: true})
-		}
+		add(d.Key, d.VersionId, d.LastModified, d.IsLatest, Version{Deleted: true})
 	}
-	// S3 returns versions and delete markers apart; the history is one list, newest first.
+	// S3 returns versions and delete markers apart; the history is one list, newest (and latest) first.
 	slices.SortStableFunc(vs, func(a, b Version) int {
-		return cmp.Or(b.LastModified.Compare(a.LastModified), cmp.Compare(btoi(b.Latest), btoi(a.Latest)))
+		if c := b.LastModified.Compare(a.LastModified); c != 0 || a.Latest == b.Latest {
+			return c
+		} else if a.Latest {
+			return -1
+		}
+		return 1
 	})
 	if len(vs) > limit || aws.ToBool(out.IsTruncated) && len(vs) > 0 {
 		vs = vs[:min(limit, len(vs))]
@@ -491,104 +568,51 @@ func (s *Store) Versions(ctx context.Context, key, after string, limit int) (vs 
 	return vs, next, nil
 }
 
-func btoi(b bool) int {
-	if b {
-		return 1
+func errorCode(err error) string {
+	var api interface{ ErrorCode() string }
+	if errors.As(err, &api) {
+		return api.ErrorCode()
 	}
-	return 0
+	return ""
 }
 
-// DeleteVersion removes one version of key for good; ErrNotFound when there is no such version.
-func (s *Store) DeleteVersion(ctx context.Context, key, version string) error {
-	if s.cache != nil {
-		defer s.cache.put(key, nil) // the key's current version may change
-	}
-	// S3 deletes an unknown version without complaint, so look first. A delete marker may be deleted too
-	// (which brings back the version below it).
-	m, err := s.Head(ctx, key, version)
-	switch {
-	case errors.Is(err, errDeleteMarker):
-	case errors.Is(err, ErrNotFound) && m.ETag == "":
-		return ErrNotFound
-	case err != nil && !errors.Is(err, ErrNotFound): // an expired version may go
-		return err
-	}
-	return s.failVersion("delete version", key, version, s.deleteObject(ctx, valueName(key), "", version))
-}
+// sentinels are the store's errors for the S3 error codes it understands.
+var sentinels = map[string]error{"NoSuchKey": ErrNotFound, "NotFound": ErrNotFound, "NoSuchVersion": ErrNotFound,
+	"PreconditionFailed": ErrPrecondition, "ConditionalRequestConflict": ErrPrecondition, "KeyTooLongError": ErrBadKey,
+	"XMinioInvalidObjectName": ErrBadKey, "InvalidObjectName": ErrBadKey, "NoSuchBucket": ErrNoBucket}
 
-// Ready reports whether the bucket answers.
-func (s *Store) Ready(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
-	defer cancel()
-	_, err := s.s3.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: &s.bucket})
-	return s.fail("head bucket", s.bucket, err)
-}
-
-// EnsureBucket checks the bucket and, when create is set, creates it if it is missing.
-func (s *Store) EnsureBucket(ctx context.Context, create bool) error {
-	err := s.Ready(ctx)
-	if !errors.Is(err, ErrNotFound) || !create {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
-	defer cancel()
-	_, err = s.s3.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: &s.bucket})
-	var owned *types.BucketAlreadyOwnedByYou
-	if errors.As(err, &owned) {
-		return nil
-	}
-	return s.fail("create bucket", s.bucket, err)
-}
-
-// fail turns S3's answers into the store's sentinels and wraps everything else with operation and key.
-func (s *Store) fail(op, key string, err error) error {
+// fail names the S3 operation and adds the store's sentinel for the answers it understands; the S3 error
+// stays the cause, for the log. Keys stay out: they can be personal data.
+func fail(op string, err error) error {
 	if err == nil {
 		return nil
 	}
-	if sentinel := classify(err); sentinel != nil {
-		return sentinel
-	}
-	return fmt.Errorf("s3 %s %q: %w", op, key, err)
+	return wrap(op, sentinels[errorCode(err)], err)
 }
 
-// failVersion is fail for a call naming a version: S3 answers a malformed id with InvalidArgument (GET) or a
-// bare 400 (HEAD), and a delete marker read by id with MethodNotAllowed.
-func (s *Store) failVersion(op, key, version string, err error) error {
-	var api smithy.APIError
-	if version != "" && errors.As(err, &api) {
-		switch api.ErrorCode() {
-		case "InvalidArgument", "BadRequest":
-			return ErrBadVersion
-		case "MethodNotAllowed":
-			return errDeleteMarker
-		}
+// failObject is fail for a call on one key's object. A HEAD's error has no body, so its 400 has no code
+// either: there it means a bad key (or version). A malformed version id is InvalidArgument elsewhere, and a
+// delete marker read by id is MethodNotAllowed.
+func failObject(op, version string, err error) error {
+	switch code := errorCode(err); {
+	case version != "" && (code == "InvalidArgument" || code == "BadRequest"):
+		return wrap(op, ErrBadVersion, err)
+	case code == "BadRequest":
+		return wrap(op, ErrBadKey, err)
+	case code == "MethodNotAllowed":
+		return wrap(op, ErrNotFound, err)
 	}
-	return s.fail(op, key, err)
+	return fail(op, err)
 }
 
-// classify returns the store's sentinel for an S3 error, or nil when it has none.
-func classify(err error) error {
-	var nsk *types.NoSuchKey
-	var nf *types.NotFound
-	var nb *types.NoSuchBucket
-	var api smithy.APIError
+func wrap(op string, sentinel, err error) error {
 	switch {
 	case err == nil:
 		return nil
-	case errors.As(err, &nsk), errors.As(err, &nf), errors.As(err, &nb):
-		return ErrNotFound
-	case !errors.As(err, &api):
-		return nil
+	case sentinel == nil:
+		return fmt.Errorf("s3 %s: %w", op, err)
 	}
-	switch api.ErrorCode() {
-	case "NoSuchKey", "NotFound", "NoSuchBucket", "NoSuchVersion":
-		return ErrNotFound
-	case "PreconditionFailed", "ConditionalRequestConflict":
-		return ErrPrecondition
-	case "KeyTooLongError", "XMinioInvalidObjectName", "InvalidObjectName", "BadRequest": // HEAD's 400 has no code
-		return ErrBadKey
-	}
-	return nil
+	return fmt.Errorf("s3 %s: %w: %w", op, sentinel, err)
 }
 
 func meta(size *int64, etag, ctype *string, mod *time.Time, md map[string]string, version *string) Meta {
@@ -605,32 +629,39 @@ func nonEmpty(s string) *string {
 	return &s
 }
 
-// etagMatch reports whether an If-Match/If-None-Match list names etag (weak comparison, as for GET).
-func etagMatch(list, etag string) bool {
-	for _, t := range strings.Split(list, ",") {
-		t = strings.TrimPrefix(strings.TrimSpace(t), "W/")
-		if t == "*" || (t != "" && strings.Trim(t, `"`) == strings.Trim(etag, `"`)) {
+// etagMatch reports whether an If-Match or If-None-Match list names etag. If-Match compares strongly (a weak
+// tag never matches), If-None-Match weakly (RFC 9110 §13.1.1, §13.1.2).
+func etagMatch(list, etag string, weak bool) bool {
+	for t := range strings.SplitSeq(list, ",") {
+		t = strings.TrimSpace(t)
+		if weak {
+			t = strings.TrimPrefix(t, "W/")
+		}
+		if t == "*" || t == etag {
 			return true
 		}
 	}
 	return false
 }
 
-// idleReader cancels its S3 call when timeout passes without a Read, whichever side stalls, and
-// releases the call's context on Close.
+// idleReader cancels its S3 call when timeout passes without progress and releases the call on Close. A
+// download counts a Read that waits too long (S3 stalls); an upload counts only the time between Reads (S3
+// stopped taking the body), since a Read there waits on the client, which has its own deadline.
 type idleReader struct {
-	r      io.Reader
-	t      *time.Timer
-	d      time.Duration
-	cancel context.CancelFunc
-}
-
-func newIdleReader(r io.Reader, d time.Duration, cancel context.CancelFunc) *idleReader {
-	return &idleReader{r: r, t: time.AfterFunc(d, cancel), d: d, cancel: cancel}
+	r        io.Reader
+	t        *time.Timer
+	d        time.Duration
+	cancel   context.CancelFunc
+	download bool
 }
 
 func (r *idleReader) Read(p []byte) (int, error) {
-	r.t.Reset(r.d)
+	if r.download {
+		r.t.Reset(r.d)
+		return r.r.Read(p)
+	}
+	r.t.Stop()
+	defer r.t.Reset(r.d)
 	return r.r.Read(p)
 }
 
@@ -642,3 +673,102 @@ func (r *idleReader) Close() error {
 	}
 	return nil
 }
+
+// cache is an LRU of small values, bounded in bytes (key plus value). One mutex guards it, never held during
+// I/O; entries are immutable once added.
+//
+// Nothing stale: a write drops its key when it begins and again when it ends, and a miss fills the cache only
+// if no write to its key was under way at any time since the miss began. Keys hash into slots, each counting
+// the writes under way and moving its gen whenever one begins or ends; a miss notes its slot's gen. A write
+// holds back the fills of its own slot only.
+type cache struct {
+	mu        sync.Mutex
+	max, used int64
+	freshFor  time.Duration // 0: entries stay until evicted or dropped
+	ll        list.List     // front: most recently used
+	items     map[string]*list.Element
+	seed      maphash.Seed
+	slots     [4096]struct{ writes, gen int }
+
+	hits, misses, evictions atomic.Int64
+}
+
+type cacheEntry struct {
+	key    string
+	value  []byte
+	meta   Meta
+	stored time.Time
+}
+
+func newCache(maxBytes int64, freshFor time.Duration) *cache {
+	if maxBytes <= 0 {
+		return nil
+	}
+	return &cache{max: maxBytes, freshFor: freshFor, items: map[string]*list.Element{}, seed: maphash.MakeSeed()}
+}
+
+func (c *cache) fits(size int64) bool { return size <= min(cacheMaxItem, c.max) }
+
+func (c *cache) slot(key string) *struct{ writes, gen int } {
+	return &c.slots[maphash.String(c.seed, key)%uint64(len(c.slots))]
+}
+
+// get returns a fresh entry, or nil and the gen to hand to fill once the miss has read S3.
+func (c *cache) get(key string, now time.Time) (*cacheEntry, int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if el, ok := c.items[key]; ok {
+		e := el.Value.(*cacheEntry)
+		live := e.meta.ExpiresAt.IsZero() || now.Before(e.meta.ExpiresAt)
+		if live && (c.freshFor == 0 || now.Sub(e.stored) < c.freshFor) {
+			c.ll.MoveToFront(el)
+			c.hits.Add(1)
+			return e, 0
+		}
+		c.remove(el)
+	}
+	c.misses.Add(1)
+	return nil, c.slot(key).gen
+}
+
+// fill keeps what a miss read (e may be nil) unless a write to its key began, ended or ran since the miss.
+func (c *cache) fill(key string, gen int, e *cacheEntry) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if slot := c.slot(key); e != nil && slot.gen == gen && slot.writes == 0 {
+		c.add(e)
+	}
+}
+
+// writing marks a write to key as begun (+1) or ended (-1); a nil cache ignores it.
+func (c *cache) writing(key string, delta int) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if el, ok := c.items[key]; ok {
+		c.remove(el)
+	}
+	slot := c.slot(key)
+	slot.writes += delta
+	slot.gen++
+}
+
+func (c *cache) add(e *cacheEntry) {
+	if el, ok := c.items[e.key]; ok {
+		c.remove(el)
+	}
+	c.items[e.key] = c.ll.PushFront(e)
+	for c.used += entrySize(e); c.used > c.max; c.evictions.Add(1) {
+		c.remove(c.ll.Back())
+	}
+}
+
+func (c *cache) remove(el *list.Element) {
+	e := c.ll.Remove(el).(*cacheEntry)
+	delete(c.items, e.key)
+	c.used -= entrySize(e)
+}
+
+func entrySize(e *cacheEntry) int64 { return int64(len(e.key) + len(e.value)) }
