@@ -128,7 +128,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	log.Info("listening", "addr", ln.Addr().String(), "bucket", cfg.Bucket)
-	if err := setup(ctx, log, st, cfg); err != nil {
+	if err := setup(ctx, log, st, cfg); err != nil && ctx.Err() == nil { // a signal: shut down as usual
 		srv.Close()
 		return err
 	}

@@ -472,6 +472,8 @@ func (s *Store) sweepPage(ctx context.Context, due []dueEntry) (int, error) {
 	for key, h := range heads {
 		if errors.Is(h.err, ErrNotFound) && h.meta.ETag != "" {
 			values = append(values, types.ObjectIdentifier{Key: aws.String(valueName(key)), ETag: aws.String(h.meta.ETag)})
+			s.cache.writing(key, 1) // a delete, as far as the cache knows: MinIO may delete a racing rewrite
+			defer s.cache.writing(key, -1)
 		}
 	}
 	deleted, failed, err := s.deleteBatch(ctx, values)
@@ -583,12 +585,7 @@ var sentinels = map[string]error{"NoSuchKey": ErrNotFound, "NotFound": ErrNotFou
 
 // fail names the S3 operation and adds the store's sentinel for the answers it understands; the S3 error
 // stays the cause, for the log. Keys stay out: they can be personal data.
-func fail(op string, err error) error {
-	if err == nil {
-		return nil
-	}
-	return wrap(op, sentinels[errorCode(err)], err)
-}
+func fail(op string, err error) error { return wrap(op, sentinels[errorCode(err)], err) }
 
 // failObject is fail for a call on one key's object. A HEAD's error has no body, so its 400 has no code
 // either: there it means a bad key (or version). A malformed version id is InvalidArgument elsewhere, and a
