@@ -41,23 +41,17 @@ func benchInstance(b *testing.B, env map[string]string) string {
 	return kv.url
 }
 
-// load runs do from benchClients goroutines until b.N requests are done, and reports requests per second.
-func load(b *testing.B, do func(i int) (*http.Response, error)) {
+// load runs do from benchClients goroutines until b.N calls are done, and reports requests per second.
+func load(b *testing.B, do func() error) {
 	b.Helper()
-	var failed atomic.Int64
-	var n atomic.Int64
+	var failed, n atomic.Int64
 	b.ResetTimer()
 	var wg sync.WaitGroup
 	for range benchClients {
 		wg.Go(func() {
 			for i := n.Add(1); i <= int64(b.N); i = n.Add(1) {
-				resp, err := do(int(i))
-				if err != nil || resp.StatusCode >= 300 {
+				if err := do(); err != nil {
 					failed.Add(1)
-				}
-				if err == nil {
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
 				}
 			}
 		})
@@ -68,6 +62,18 @@ func load(b *testing.B, do func(i int) (*http.Response, error)) {
 		b.Fatalf("%d of %d requests failed", failed.Load(), b.N)
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "req/s")
+}
+
+// drain reads a response to its end: an error unless it is a 2xx.
+func drain(resp *http.Response, err error) error {
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil || resp.StatusCode >= 300 {
+		return fmt.Errorf("%s: %v", resp.Status, err)
+	}
+	return nil
 }
 
 func put(u string, body []byte) (*http.Response, error) {
@@ -81,7 +87,7 @@ func put(u string, body []byte) (*http.Response, error) {
 func BenchmarkPut(b *testing.B) {
 	u := kvURL(benchInstance(b, map[string]string{"LOG_LEVEL": "error"}), keyPrefix(b)+"put")
 	value := bytes.Repeat([]byte("v"), 1024)
-	load(b, func(int) (*http.Response, error) { return put(u, value) })
+	load(b, func() error { return drain(put(u, value)) })
 }
 
 func benchGet(b *testing.B, env map[string]string) {
@@ -90,7 +96,7 @@ func benchGet(b *testing.B, env map[string]string) {
 		b.Fatalf("PUT: %v %v", resp, err)
 	}
 	benchClient.Get(u) // warms the cache, when there is one
-	load(b, func(int) (*http.Response, error) { return benchClient.Get(u) })
+	load(b, func() error { return drain(benchClient.Get(u)) })
 }
 
 func BenchmarkGetUncached(b *testing.B) {
@@ -111,24 +117,15 @@ func BenchmarkMinIOGet(b *testing.B) {
 		Body: bytes.NewReader(bytes.Repeat([]byte("v"), 1024))}); err != nil {
 		b.Fatal(err)
 	}
-	var n atomic.Int64
-	b.ResetTimer()
-	var wg sync.WaitGroup
-	for range benchClients {
-		wg.Go(func() {
-			for i := n.Add(1); i <= int64(b.N); i = n.Add(1) {
-				out, err := client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(bucket()), Key: &key})
-				if err != nil {
-					b.Error(err)
-					return
-				}
-				io.Copy(io.Discard, out.Body)
-				out.Body.Close()
-			}
-		})
-	}
-	wg.Wait()
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "req/s")
+	load(b, func() error {
+		out, err := client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(bucket()), Key: &key})
+		if err != nil {
+			return err
+		}
+		defer out.Body.Close()
+		_, err = io.Copy(io.Discard, out.Body)
+		return err
+	})
 }
 
 // BenchmarkTTLBacklog writes short-lived keys (ttl=2s) as fast as 16 clients can for 20 s, with the sweep
