@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -19,6 +20,7 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"runtime/debug"
 	"slices"
 	"sort"
 	"strconv"
@@ -1791,6 +1793,37 @@ func TestLoadConfig(t *testing.T) {
 				if !tt.ok && !strings.Contains(err.Error(), k) {
 					t.Errorf("error %q does not name %s", err, k)
 				}
+			}
+		})
+	}
+}
+
+func TestTuneGC(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(math.MaxInt64))
+	tests := []struct {
+		name        string
+		env         map[string]string
+		cache       int64
+		wantPercent int
+		wantLimit   int64
+	}{
+		{"defaults", nil, 64 << 20, 400, 192 << 20},
+		{"cache off", nil, 0, 400, 64 << 20},
+		{"largest cache", nil, math.MaxInt64, 400, 1<<61 + 64<<20},
+		{"GOGC set", map[string]string{"GOGC": "100"}, 64 << 20, 100, math.MaxInt64},
+		{"GOMEMLIMIT set", map[string]string{"GOMEMLIMIT": "1GiB"}, 64 << 20, 100, math.MaxInt64},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			debug.SetGCPercent(100)
+			debug.SetMemoryLimit(math.MaxInt64)
+			tuneGC(func(k string) string { return tt.env[k] }, tt.cache)
+			if got := debug.SetGCPercent(100); got != tt.wantPercent {
+				t.Errorf("GOGC: got %d, want %d", got, tt.wantPercent)
+			}
+			if got := debug.SetMemoryLimit(-1); got != tt.wantLimit {
+				t.Errorf("memory limit: got %d, want %d", got, tt.wantLimit)
 			}
 		})
 	}
