@@ -123,7 +123,8 @@ func putOptions(r *http.Request) (PutOptions, error) {
 		IfMatch: r.Header.Get("If-Match")}
 	q, err := url.ParseQuery(r.URL.RawQuery)
 	switch inm := r.Header.Get("If-None-Match"); {
-	case len(o.ContentType) > 256 || strings.ContainsFunc(o.ContentType, func(r rune) bool { return r < ' ' || r > '~' }):
+	case len(o.ContentType) > 256 ||
+		strings.ContainsFunc(o.ContentType, func(r rune) bool { return r < ' ' || r > '~' }):
 		return o, errors.New("Content-Type must be at most 256 printable ASCII characters (S3 would alter it)")
 	case inm != "" && strings.TrimSpace(inm) != "*":
 		return o, errors.New("If-None-Match on PUT accepts only *")
@@ -272,7 +273,8 @@ func handleList(log *slog.Logger, st *Store) http.HandlerFunc {
 		} else if err = checkKey(q.Get("prefix"), true); err != nil {
 			err = errors.New("prefix: " + err.Error())
 		}
-		limit, cursor, perr := pageQuery(q, func(c string) bool { return utf8.ValidString(c) && len(c) <= maxObjectKey })
+		limit, cursor, perr := pageQuery(q,
+			func(c string) bool { return utf8.ValidString(c) && len(c) <= maxObjectKey })
 		if err = cmp.Or(err, perr); err != nil {
 			writeError(w, 400, err.Error())
 			return
@@ -432,8 +434,8 @@ func withRequestLog(log *slog.Logger, m *metrics, next http.Handler) http.Handle
 		observe(&m.http, seriesKey{cmp.Or(r.Pattern, "unmatched"), method, rec.status}, end.Sub(start))
 		if log.Enabled(r.Context(), slog.LevelInfo) { // a record of our own: no caller lookup, no second clock read
 			line := slog.NewRecord(end, slog.LevelInfo, "request", 0)
-			line.AddAttrs(slog.String("request_id", id), slog.String("method", r.Method), slog.String("route", r.Pattern),
-				slog.Int("status", rec.status), slog.Int64("bytes", rec.bytes),
+			line.AddAttrs(slog.String("request_id", id), slog.String("method", r.Method),
+				slog.String("route", r.Pattern), slog.Int("status", rec.status), slog.Int64("bytes", rec.bytes),
 				slog.Float64("duration_ms", float64(end.Sub(start).Microseconds())/1000))
 			log.Handler().Handle(r.Context(), line)
 		}
@@ -519,7 +521,7 @@ func (m *metrics) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(b, "# HELP %s %s\n# TYPE %s %s\n%s %v\n", name, help, name, typ, name, v)
 	}
 	one("http_requests_in_flight", "gauge", "HTTP requests being answered now.", m.inFlight.Load())
-	one("kv_ttl_reclaimed_total", "counter", "Expired values the TTL sweeper deleted from the bucket.", m.reclaimed.Load())
+	one("kv_ttl_reclaimed_total", "counter", "Expired values the TTL sweeper deleted.", m.reclaimed.Load())
 	one("go_goroutines", "gauge", "Goroutines that currently exist.", runtime.NumGoroutine())
 	if c := m.cache; c != nil {
 		c.mu.Lock()
@@ -529,7 +531,7 @@ func (m *metrics) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		one("kv_cache_items", "gauge", "Entries held in the cache.", items)
 		one("kv_cache_hits_total", "counter", "GETs answered from the cache.", c.hits.Load())
 		one("kv_cache_misses_total", "counter", "GETs the cache could not answer.", c.misses.Load())
-		one("kv_cache_evictions_total", "counter", "Entries evicted to stay within CACHE_MAX_BYTES.", c.evictions.Load())
+		one("kv_cache_evictions_total", "counter", "Entries evicted to fit CACHE_MAX_BYTES.", c.evictions.Load())
 	}
 }
 

@@ -94,9 +94,9 @@ func loadConfig(getenv func(string) string) (config, error) {
 	case c.Bucket == "":
 		return c, errors.New("S3_BUCKET is required")
 	case !bucketName.MatchString(c.Bucket):
-		return c, fmt.Errorf("S3_BUCKET=%q is not a bucket name (3-63 lowercase letters, digits, dots, hyphens)", c.Bucket)
+		return c, fmt.Errorf("S3_BUCKET=%q is not a bucket name (3-63 of a-z, 0-9, dots, hyphens)", c.Bucket)
 	case (c.AccessKey == "") != (c.SecretKey == ""):
-		return c, errors.New("set both S3_ACCESS_KEY and S3_SECRET_KEY, or neither to use the default AWS credential chain")
+		return c, errors.New("set both S3_ACCESS_KEY and S3_SECRET_KEY, or neither for the AWS SDK's default chain")
 	}
 	return c, nil
 }
@@ -214,7 +214,8 @@ func (l *logBuffer) close() {
 // each read of its body (which pushes the deadline on); equal timeouts spare net/http a deadline per request.
 func httpServer(h http.Handler, log *slog.Logger, clientTimeout time.Duration) *http.Server {
 	return &http.Server{Handler: h, ReadHeaderTimeout: clientTimeout, ReadTimeout: clientTimeout,
-		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 }
 
 // setup readies the store while the server already answers (/kv with 503), retrying with a capped backoff

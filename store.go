@@ -188,8 +188,8 @@ func (s *Store) Put(ctx context.Context, key string, body io.Reader, size int64,
 		// The index entry goes first: a crash in between leaves a stale entry, never a value nothing reclaims.
 		m.ExpiresAt = s.now().Add(o.TTL).UTC()
 		ictx, cancel := context.WithTimeout(ctx, s.timeout)
-		_, err := s.s3.PutObject(ictx, &s3.PutObjectInput{Bucket: &s.bucket, Key: aws.String(indexKey(key, m.ExpiresAt)),
-			ContentLength: aws.Int64(0), Body: strings.NewReader("")})
+		_, err := s.s3.PutObject(ictx, &s3.PutObjectInput{Bucket: &s.bucket,
+			Key: aws.String(indexKey(key, m.ExpiresAt)), ContentLength: aws.Int64(0), Body: strings.NewReader("")})
 		if cancel(); err != nil {
 			return Meta{}, fail("put index", err)
 		}
@@ -361,7 +361,8 @@ func (s *Store) live(ctx context.Context, keys []string) ([]string, error) {
 	if len(keys) == 0 {
 		return keys, nil
 	}
-	in := &s3.ListObjectsV2Input{Bucket: &s.bucket, Prefix: aws.String(indexPrefix), MaxKeys: aws.Int32(int32(len(keys)))}
+	in := &s3.ListObjectsV2Input{Bucket: &s.bucket, Prefix: aws.String(indexPrefix),
+		MaxKeys: aws.Int32(int32(len(keys)))}
 	out, err := s.list(ctx, in, "list index")
 	if err != nil {
 		return nil, err
@@ -471,7 +472,8 @@ func (s *Store) sweepPage(ctx context.Context, due []dueEntry) (int, error) {
 	var values, done []types.ObjectIdentifier
 	for key, h := range heads {
 		if errors.Is(h.err, ErrNotFound) && h.meta.ETag != "" {
-			values = append(values, types.ObjectIdentifier{Key: aws.String(valueName(key)), ETag: aws.String(h.meta.ETag)})
+			values = append(values,
+				types.ObjectIdentifier{Key: aws.String(valueName(key)), ETag: aws.String(h.meta.ETag)})
 			s.cache.writing(key, 1) // a delete, as far as the cache knows: MinIO may delete a racing rewrite
 			defer s.cache.writing(key, -1)
 		}
@@ -549,7 +551,8 @@ func (s *Store) Versions(ctx context.Context, key, after string, limit int) (vs 
 		}
 	}
 	for _, v := range out.Versions {
-		add(v.Key, v.VersionId, v.LastModified, v.IsLatest, Version{Size: aws.ToInt64(v.Size), ETag: aws.ToString(v.ETag)})
+		add(v.Key, v.VersionId, v.LastModified, v.IsLatest,
+			Version{Size: aws.ToInt64(v.Size), ETag: aws.ToString(v.ETag)})
 	}
 	for _, d := range out.DeleteMarkers {
 		add(d.Key, d.VersionId, d.LastModified, d.IsLatest, Version{Deleted: true})
