@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -112,9 +113,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	tuneGC(getenv, cfg.CacheMaxBytes)
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	out := newLogBuffer(stdout, time.Second)
+	out := newLogBuffer(stdout, cfg.LogLevel, time.Second)
 	defer out.close()
-	log := slog.New(slog.NewJSONHandler(out, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	log := slog.New(out)
 	m := &metrics{cache: newCache(cfg.CacheMaxBytes, cfg.CacheTTL)}
 	client, err := newS3Client(ctx, cfg, m)
 	if err != nil {
@@ -168,18 +169,77 @@ func shutdown(log *slog.Logger, srv *http.Server, stopping *atomic.Bool, timeout
 	return srv.Shutdown(ctx)
 }
 
-// logBuffer keeps log lines in memory and writes them out at least every second and when kv stops, so that
-// an access line costs no system call of its own. A crash loses what the last second logged.
+// logBuffer is kv's slog.Handler. It keeps log lines in memory and writes them out at least every second and
+// when kv stops, so that an access line costs no system call of its own; a crash loses what the last second
+// logged. A record of plain values, such as the access line, it formats itself, in the bytes the embedded
+// slog.JSONHandler would write (TestLogBuffer compares them) at half the cost; any other it hands on.
 type logBuffer struct {
-	mu   sync.Mutex
-	w    *bufio.Writer
-	done chan struct{}
+	slog.Handler // a JSONHandler writing into the buffer
+	mu           sync.Mutex
+	w            *bufio.Writer
+	done         chan struct{}
 }
 
-func newLogBuffer(w io.Writer, every time.Duration) *logBuffer {
+func newLogBuffer(w io.Writer, level slog.Leveler, every time.Duration) *logBuffer {
 	l := &logBuffer{w: bufio.NewWriterSize(w, 64<<10), done: make(chan struct{})}
+	l.Handler = slog.NewJSONHandler(l, &slog.HandlerOptions{Level: level})
 	go l.flushEvery(every)
 	return l
+}
+
+func (l *logBuffer) Handle(ctx context.Context, r slog.Record) error {
+	l.mu.Lock()
+	if b := appendRecord(l.w.AvailableBuffer(), r); b != nil {
+		defer l.mu.Unlock()
+		_, err := l.w.Write(b)
+		return err
+	}
+	l.mu.Unlock()
+	return l.Handler.Handle(ctx, r)
+}
+
+// appendRecord appends r as slog.JSONHandler writes it, or returns nil unless r holds only plain strings,
+// integers, and floats that JSON writes without an exponent.
+func appendRecord(b []byte, r slog.Record) []byte {
+	if y := r.Time.Year(); r.Time.IsZero() || y < 0 || y > 9999 || !plain(r.Message) {
+		return nil
+	}
+	b = r.Time.AppendFormat(append(b, `{"time":"`...), time.RFC3339Nano)
+	b = append(append(append(append(b, `","level":"`...), r.Level.String()...), `","msg":"`...), r.Message...)
+	b = append(b, '"')
+	ok := true
+	r.Attrs(func(a slog.Attr) bool {
+		b = append(append(append(b, `,"`...), a.Key...), `":`...)
+		switch v := a.Value; v.Kind() {
+		case slog.KindString:
+			ok = plain(v.String())
+			b = append(append(append(b, '"'), v.String()...), '"')
+		case slog.KindInt64:
+			b = strconv.AppendInt(b, v.Int64(), 10)
+		case slog.KindFloat64:
+			f := math.Abs(v.Float64())
+			ok = f == 0 || f >= 1e-6 && f < 1e21 // else JSON takes an exponent, or has no number at all
+			b = strconv.AppendFloat(b, v.Float64(), 'f', -1, 64)
+		default:
+			ok = false
+		}
+		ok = ok && a.Key != "" && plain(a.Key)
+		return ok
+	})
+	if !ok {
+		return nil
+	}
+	return append(b, "}\n"...)
+}
+
+// plain reports whether JSON takes s as it is: printable ASCII without quotes or backslashes.
+func plain(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < ' ' || c > '~' || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
 }
 
 func (l *logBuffer) Write(p []byte) (int, error) {

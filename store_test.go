@@ -1829,6 +1829,87 @@ func TestTuneGC(t *testing.T) {
 	}
 }
 
+// TestLogBuffer: every record comes out as slog.JSONHandler writes it, whether logBuffer formats it itself
+// (fast) or hands it on; the access line takes the fast path.
+func TestLogBuffer(t *testing.T) {
+	at := time.Date(2026, 11, 26, 12, 0, 0, 123456789, time.UTC)
+	tests := []struct {
+		name  string
+		at    time.Time
+		msg   string
+		attrs []slog.Attr
+		fast  bool
+	}{
+		{"access line", at, "request", []slog.Attr{slog.String("request_id", "3k2j4h5g6f7d8"),
+			slog.String("method", "GET"), slog.String("route", "GET /kv/{key...}"), slog.Int("status", 200),
+			slog.Int64("bytes", 1024), slog.Float64("duration_ms", 0.123)}, true},
+		{"no attributes", at.Truncate(time.Second), "stopped", nil, true},
+		{"other zone", at.In(time.FixedZone("", -90*60)), "x", []slog.Attr{slog.Int("n", -7)}, true},
+		{"printable ASCII", at, " !#$%&'()*+,-./<=>?@[]^_`{|}~", []slog.Attr{slog.String("k", "<a&b>")}, true},
+		{"floats JSON writes plainly", at, "f", []slog.Attr{slog.Float64("a", 0), slog.Float64("b", -1e-6),
+			slog.Float64("c", 123456.789), slog.Float64("d", 1e20), slog.Float64("e", math.Copysign(0, -1))}, true},
+		{"quote in message", at, `say "hi"`, nil, false},
+		{"backslash in value", at, "x", []slog.Attr{slog.String("path", `C:\`)}, false},
+		{"control character", at, "x", []slog.Attr{slog.String("s", "a\nb\x7f")}, false},
+		{"not ASCII", at, "x", []slog.Attr{slog.String("s", "café\u2028")}, false},
+		{"odd key", at, "x", []slog.Attr{slog.Int("a\"b", 1)}, false},
+		{"empty key", at, "x", []slog.Attr{slog.Int("", 1)}, false},
+		{"float with exponent", at, "x", []slog.Attr{slog.Float64("f", 1e-7)}, false},
+		{"large float", at, "x", []slog.Attr{slog.Float64("f", 1e21)}, false},
+		{"NaN", at, "x", []slog.Attr{slog.Float64("f", math.NaN())}, false},
+		{"other kinds", at, "x", []slog.Attr{slog.Bool("b", true), slog.Any("err", errors.New("e"))}, false},
+		{"group", at, "x", []slog.Attr{slog.Group("g", slog.Int("n", 1))}, false},
+		{"zero time", time.Time{}, "x", nil, false},
+		{"year 10000", time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC), "x", nil, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := slog.NewRecord(tt.at, slog.LevelWarn, tt.msg, 0)
+			r.AddAttrs(tt.attrs...)
+			var want, got bytes.Buffer
+			slog.NewJSONHandler(&want, nil).Handle(context.Background(), r)
+			l := newLogBuffer(&got, slog.LevelInfo, time.Hour)
+			if err := slog.New(l).Handler().Handle(context.Background(), r); err != nil {
+				t.Fatal(err)
+			}
+			l.close()
+			if got.String() != want.String() {
+				t.Errorf("got %s, want %s", got.String(), want.String())
+			}
+			if fast := appendRecord(nil, r) != nil; fast != tt.fast {
+				t.Errorf("formatted by logBuffer itself: got %v, want %v", fast, tt.fast)
+			}
+		})
+	}
+}
+
+// TestLogBufferConcurrent: lines logged at once, through either path, come out whole, none lost.
+func TestLogBufferConcurrent(t *testing.T) {
+	var out bytes.Buffer
+	l := newLogBuffer(&out, slog.LevelInfo, time.Millisecond)
+	log := slog.New(l)
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 500 {
+				log.Info("request", "g", g, "i", i, "duration_ms", 0.5)
+				log.Info("other", "err", errors.New("a \"quoted\" error"))
+			}
+		})
+	}
+	wg.Wait()
+	l.close()
+	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+	if len(lines) != 8*500*2 {
+		t.Errorf("got %d lines, want %d", len(lines), 8*500*2)
+	}
+	for _, line := range lines {
+		if !json.Valid([]byte(line)) {
+			t.Fatalf("got a line that is not JSON: %s", line)
+		}
+	}
+}
+
 // TestReadmeDefaults: every default the README's configuration table gives is accepted, and means the same
 // as leaving the variable unset.
 func TestReadmeDefaults(t *testing.T) {
