@@ -1910,6 +1910,24 @@ func TestLogBufferConcurrent(t *testing.T) {
 	}
 }
 
+// TestLogBufferFlushes: a line reaches the output with no other line, and no shutdown, behind it.
+func TestLogBufferFlushes(t *testing.T) {
+	pr, pw := io.Pipe()
+	l := newLogBuffer(pw, slog.LevelInfo, 10*time.Millisecond)
+	defer l.close()
+	slog.New(l).Info("request", "status", 200)
+	line := make(chan string, 1)
+	go func() { s, _ := bufio.NewReader(pr).ReadString('\n'); line <- s }()
+	select {
+	case s := <-line:
+		if !strings.Contains(s, `"msg":"request","status":200}`) {
+			t.Errorf("got %q, want the line logged", s)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the line was not written within 5 s; want it within the flush interval, 10 ms")
+	}
+}
+
 // TestReadmeDefaults: every default the README's configuration table gives is accepted, and means the same
 // as leaving the variable unset.
 func TestReadmeDefaults(t *testing.T) {
