@@ -1830,9 +1830,17 @@ func TestTuneGC(t *testing.T) {
 }
 
 // TestLogBuffer: every record comes out as slog.JSONHandler writes it, whether logBuffer formats it itself
-// (fast) or hands it on; the access line takes the fast path.
+// (fast: the access line) or hands it on. One buffer takes them all, in turn, so the time it formats once a
+// second meets new seconds, zones and a second it saw before.
 func TestLogBuffer(t *testing.T) {
 	at := time.Date(2026, 11, 26, 12, 0, 0, 123456789, time.UTC)
+	hit := func(f func(*recorder)) *recorder {
+		a := &recorder{id: "3k2j4h5g6f7d8", method: "GET", route: "GET /kv/{key...}", status: 200, bytes: 1024,
+			took: 123456 * time.Nanosecond}
+		f(a)
+		return a
+	}
+	line := []slog.Attr{slog.Any("", hit(func(*recorder) {}))}
 	tests := []struct {
 		name  string
 		at    time.Time
@@ -1840,43 +1848,53 @@ func TestLogBuffer(t *testing.T) {
 		attrs []slog.Attr
 		fast  bool
 	}{
-		{"access line", at, "request", []slog.Attr{slog.String("request_id", "3k2j4h5g6f7d8"),
-			slog.String("method", "GET"), slog.String("route", "GET /kv/{key...}"), slog.Int("status", 200),
-			slog.Int64("bytes", 1024), slog.Float64("duration_ms", 0.123)}, true},
-		{"no attributes", at.Truncate(time.Second), "stopped", nil, true},
-		{"other zone", at.In(time.FixedZone("", -90*60)), "x", []slog.Attr{slog.Int("n", -7)}, true},
-		{"printable ASCII", at, " !#$%&'()*+,-./<=>?@[]^_`{|}~", []slog.Attr{slog.String("k", "<a&b>")}, true},
-		{"floats JSON writes plainly", at, "f", []slog.Attr{slog.Float64("a", 0), slog.Float64("b", -1e-6),
-			slog.Float64("c", 123456.789), slog.Float64("d", 1e20), slog.Float64("e", math.Copysign(0, -1))}, true},
-		{"quote in message", at, `say "hi"`, nil, false},
-		{"backslash in value", at, "x", []slog.Attr{slog.String("path", `C:\`)}, false},
-		{"control character", at, "x", []slog.Attr{slog.String("s", "a\nb\x7f")}, false},
-		{"not ASCII", at, "x", []slog.Attr{slog.String("s", "café\u2028")}, false},
-		{"odd key", at, "x", []slog.Attr{slog.Int("a\"b", 1)}, false},
-		{"empty key", at, "x", []slog.Attr{slog.Int("", 1)}, false},
-		{"float with exponent", at, "x", []slog.Attr{slog.Float64("f", 1e-7)}, false},
-		{"large float", at, "x", []slog.Attr{slog.Float64("f", 1e21)}, false},
-		{"NaN", at, "x", []slog.Attr{slog.Float64("f", math.NaN())}, false},
-		{"other kinds", at, "x", []slog.Attr{slog.Bool("b", true), slog.Any("err", errors.New("e"))}, false},
-		{"group", at, "x", []slog.Attr{slog.Group("g", slog.Int("n", 1))}, false},
-		{"zero time", time.Time{}, "x", nil, false},
-		{"year 10000", time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC), "x", nil, false},
+		{"access line", at, "request", line, true},
+		{"same second", at.Add(time.Millisecond), "request", line, true},
+		{"whole second", at.Truncate(time.Second).Add(time.Second), "request", line, true},
+		{"tenth of a second", at.Truncate(time.Second).Add(2*time.Second + 100*time.Millisecond), "request", line, true},
+		{"other zone", at.In(time.FixedZone("", -90*60)), "request", line, true},
+		{"back to UTC", at, "request", line, true},
+		{"named zone", at.Add(-400 * 24 * time.Hour).In(time.FixedZone("CET", 3600)), "request", line, true},
+		{"unmatched, client gone, slow", at, "request", []slog.Attr{slog.Any("", hit(func(a *recorder) {
+			a.route, a.status, a.bytes, a.took = "", 499, 0, 90*time.Minute+time.Microsecond
+		}))}, true},
+		{"no time taken", at, "request", []slog.Attr{slog.Any("", hit(func(a *recorder) { a.took = 0 }))}, true},
+		{"printable ASCII", at, " !#$%&'()*+,-./<=>?@[]^_`{|}~", []slog.Attr{slog.Any("", hit(func(a *recorder) {
+			a.id = "<a&b>"
+		}))}, true},
+		{"quote in id", at, "request", []slog.Attr{slog.Any("", hit(func(a *recorder) { a.id = `a"b` }))}, false},
+		{"backslash in id", at, "request", []slog.Attr{slog.Any("", hit(func(a *recorder) { a.id = `a\b` }))}, false},
+		{"control character", at, "request\x7f", line, false},
+		{"not ASCII", at, "request", []slog.Attr{slog.Any("", hit(func(a *recorder) { a.method = "PÜT" }))}, false},
+		{"under a key", at, "request", []slog.Attr{slog.Any("access", hit(func(*recorder) {}))}, false},
+		{"with more", at, "request", append(line, slog.Int("n", 1)), false},
+		{"other records", at, "listening", []slog.Attr{slog.String("addr", ":8080"), slog.Bool("b", true),
+			slog.Any("err", errors.New("e"))}, false},
+		{"no attributes", at, "stopped", nil, false},
+		{"zero time", time.Time{}, "request", line, false},
+		{"year 10000", time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC), "request", line, false},
+		{"after all that", at.Add(time.Second), "request", line, true},
 	}
+	var got bytes.Buffer
+	l := newLogBuffer(&got, slog.LevelInfo, time.Hour)
+	defer l.close()
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := slog.NewRecord(tt.at, slog.LevelWarn, tt.msg, 0)
 			r.AddAttrs(tt.attrs...)
-			var want, got bytes.Buffer
+			var want bytes.Buffer
 			slog.NewJSONHandler(&want, nil).Handle(context.Background(), r)
-			l := newLogBuffer(&got, slog.LevelInfo, time.Hour)
+			got.Reset()
 			if err := slog.New(l).Handler().Handle(context.Background(), r); err != nil {
 				t.Fatal(err)
 			}
-			l.close()
+			l.mu.Lock()
+			l.w.Flush()
+			l.mu.Unlock()
 			if got.String() != want.String() {
 				t.Errorf("got %s, want %s", got.String(), want.String())
 			}
-			if fast := appendRecord(nil, r) != nil; fast != tt.fast {
+			if fast := (&logBuffer{}).appendAccess(nil, r) != nil; fast != tt.fast {
 				t.Errorf("formatted by logBuffer itself: got %v, want %v", fast, tt.fast)
 			}
 		})
@@ -1892,7 +1910,9 @@ func TestLogBufferConcurrent(t *testing.T) {
 	for g := range 8 {
 		wg.Go(func() {
 			for i := range 500 {
-				log.Info("request", "g", g, "i", i, "duration_ms", 0.5)
+				r := slog.NewRecord(time.Now(), slog.LevelInfo, "request", 0)
+				r.AddAttrs(slog.Any("", &recorder{id: fmt.Sprint(g, "-", i), method: "GET", status: 200}))
+				l.Handle(context.Background(), r)
 				log.Info("other", "err", errors.New("a \"quoted\" error"))
 			}
 		})
@@ -1915,12 +1935,12 @@ func TestLogBufferFlushes(t *testing.T) {
 	pr, pw := io.Pipe()
 	l := newLogBuffer(pw, slog.LevelInfo, 10*time.Millisecond)
 	defer l.close()
-	slog.New(l).Info("request", "status", 200)
+	slog.New(l).Info("stopped", "status", 200)
 	line := make(chan string, 1)
 	go func() { s, _ := bufio.NewReader(pr).ReadString('\n'); line <- s }()
 	select {
 	case s := <-line:
-		if !strings.Contains(s, `"msg":"request","status":200}`) {
+		if !strings.Contains(s, `"msg":"stopped","status":200}`) {
 			t.Errorf("got %q, want the line logged", s)
 		}
 	case <-time.After(5 * time.Second):
