@@ -192,32 +192,37 @@ func newLogBuffer(w io.Writer, level slog.Leveler, every time.Duration) *logBuff
 }
 
 func (l *logBuffer) Handle(ctx context.Context, r slog.Record) error {
+	a := accessLine(r)
+	if a == nil {
+		return l.Handler.Handle(ctx, r)
+	}
 	l.mu.Lock()
-	if b := l.appendAccess(l.w.AvailableBuffer(), r); b != nil {
-		defer l.mu.Unlock()
-		_, err := l.w.Write(b)
-		return err
-	}
-	l.mu.Unlock()
-	return l.Handler.Handle(ctx, r)
-}
-
-// appendAccess appends r as slog.JSONHandler writes it if r is an access line whose strings JSON takes as they
-// are, else returns nil. duration_ms is 0 or at least 0.001, a float JSON writes without an exponent.
-func (l *logBuffer) appendAccess(b []byte, r slog.Record) []byte {
-	var a *recorder
-	ok, key := false, ""
-	r.Attrs(func(at slog.Attr) bool { a, ok = at.Value.Any().(*recorder); key = at.Key; return false })
-	if y := r.Time.Year(); !ok || r.NumAttrs() != 1 || key != "" || r.Time.IsZero() || y < 0 || y > 9999 ||
-		!plain(r.Message, a.id, a.method, a.route) {
-		return nil
-	}
-	b = append(l.appendTime(append(b, `{"time":"`...), r.Time), `","level":"`...)
+	defer l.mu.Unlock()
+	b := append(l.appendTime(append(l.w.AvailableBuffer(), `{"time":"`...), r.Time), `","level":"`...)
 	b = append(append(append(append(b, r.Level.String()...), `","msg":"`...), r.Message...), `","request_id":"`...)
 	b = append(append(append(append(b, a.id...), `","method":"`...), a.method...), `","route":"`...)
 	b = append(strconv.AppendInt(append(append(b, a.route...), `","status":`...), int64(a.status), 10), `,"bytes":`...)
 	b = append(strconv.AppendInt(b, a.bytes, 10), `,"duration_ms":`...)
-	return append(strconv.AppendFloat(b, a.ms(), 'f', -1, 64), "}\n"...)
+	_, err := l.w.Write(append(strconv.AppendFloat(b, a.ms(), 'f', -1, 64), "}\n"...))
+	return err
+}
+
+// accessLine returns the recorder of r if r is an access line that Handle writes as slog.JSONHandler would:
+// its one attribute the recorder, under no key, its strings ones JSON takes as they are, its year 0 to 9999.
+// (duration_ms is 0 or at least 0.001, a float JSON writes without an exponent.)
+func accessLine(r slog.Record) *recorder {
+	var a *recorder
+	r.Attrs(func(at slog.Attr) bool {
+		if at.Key == "" {
+			a, _ = at.Value.Any().(*recorder)
+		}
+		return false
+	})
+	if y := r.Time.Year(); a == nil || r.NumAttrs() != 1 || r.Time.IsZero() || y < 0 || y > 9999 ||
+		!plain(r.Message, a.id, a.method, a.route) {
+		return nil
+	}
+	return a
 }
 
 // appendTime appends t as t.AppendFormat(b, time.RFC3339Nano) does, formatting its date and zone once a

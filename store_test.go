@@ -1894,7 +1894,7 @@ func TestLogBuffer(t *testing.T) {
 			if got.String() != want.String() {
 				t.Errorf("got %s, want %s", got.String(), want.String())
 			}
-			if fast := (&logBuffer{}).appendAccess(nil, r) != nil; fast != tt.fast {
+			if fast := accessLine(r) != nil; fast != tt.fast {
 				t.Errorf("formatted by logBuffer itself: got %v, want %v", fast, tt.fast)
 			}
 		})
