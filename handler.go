@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"cmp"
+	"context"
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/json"
@@ -10,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
@@ -41,7 +43,7 @@ func newServer(log *slog.Logger, st *Store, m *metrics, cfg config, stopping *at
 	mux.Handle("GET /metrics", m)
 	mux.HandleFunc("/kv", notFound) // else the mux redirects /kv to /kv/ for methods GET /kv does not take
 	mux.HandleFunc("/", notFound)
-	return withRequestLog(log, m, guard(st, cfg.AuthToken, mux))
+	return withRequestLog(log, m, cfg.ClientTimeout, guard(cfg.AuthToken, mux))
 }
 
 // notFound answers what no route took: a known path with another method (405, with Allow), or no such path.
@@ -58,30 +60,37 @@ func notFound(w http.ResponseWriter, r *http.Request) {
 	writeError(w, 405, "method "+r.Method+" is not allowed here; allowed: "+allow)
 }
 
+// storeContext is a request's context for its work with S3, which the client's connection never cancels
+// (each S3 call is bounded by S3_TIMEOUT): net/http cancels a request's context when the client half-closes,
+// or when a read deadline passes after the body, and a request that has arrived is carried out and answered.
+func storeContext(r *http.Request) context.Context { return context.WithoutCancel(r.Context()) }
+
 func handlePut(log *slog.Logger, st *Store, maxValue int64, idle time.Duration) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		o, err := putOptions(r)
+		o, err := putOptions(st, r)
 		switch {
 		case err != nil:
 			writeError(w, 400, err.Error())
 			return
 		case r.ContentLength < 0: // chunked: S3 must be told the length before the value, and kv streams it
-			writeError(w, 411, "send the value with a Content-Length (curl --data-binary and -T do)")
+			writeError(w, 411, "send the value with a Content-Length: curl sends one with --data-binary @file "+
+				"(@- for stdin) or -T file, but not with -T -")
 			return
 		case r.ContentLength > maxValue:
 			writeError(w, 413, fmt.Sprintf("value is larger than the limit of %d bytes", maxValue))
 			return
 		}
 		body := &clientBody{r: r.Body, rc: http.NewResponseController(w), idle: idle}
-		m, err := st.Put(r.Context(), r.PathValue("key"), body, r.ContentLength, o)
-		switch berr := body.failure(); {
+		m, err := st.Put(storeContext(r), r.PathValue("key"), body, r.ContentLength, o)
+		berr := body.failure()
+		switch {
 		case errors.Is(berr, os.ErrDeadlineExceeded):
 			w.Header().Set("Connection", "close")
 			writeError(w, 408, fmt.Sprintf("the request body stopped arriving for %s; nothing was stored", idle))
 		case berr != nil:
 			writeError(w, 400, "could not read the request body; nothing was stored")
 		case err != nil:
-			writeStoreError(log, w, r, err)
+			writeStoreError(log, w, err)
 		default:
 			w.Header().Set("ETag", m.ETag)
 			writeJSON(w, 200, struct {
@@ -118,25 +127,54 @@ func (b *clientBody) failure() error {
 }
 
 // putOptions reads a PUT's content type, preconditions and ttl.
-func putOptions(r *http.Request) (PutOptions, error) {
-	o := PutOptions{ContentType: cmp.Or(r.Header.Get("Content-Type"), "application/octet-stream"),
-		IfMatch: r.Header.Get("If-Match")}
-	q, err := url.ParseQuery(r.URL.RawQuery)
-	switch inm := r.Header.Get("If-None-Match"); {
+func putOptions(st *Store, r *http.Request) (PutOptions, error) {
+	q, _, err := query(st, r, "ttl")
+	o := PutOptions{ContentType: r.Header.Get("Content-Type"), IfMatch: r.Header.Get("If-Match"),
+		IfNoneMatch: r.Header.Get("If-None-Match") != ""}
+	switch {
+	case err != nil:
+		return o, err
+	case o.ContentType == "" || o.ContentType == "application/x-www-form-urlencoded": // curl's default: no type
+		o.ContentType = "application/octet-stream"
 	case len(o.ContentType) > 256 ||
 		strings.ContainsFunc(o.ContentType, func(r rune) bool { return r < ' ' || r > '~' }):
 		return o, errors.New("Content-Type must be at most 256 printable ASCII characters (S3 would alter it)")
-	case inm != "" && strings.TrimSpace(inm) != "*":
+	}
+	switch {
+	case o.IfNoneMatch && strings.TrimSpace(r.Header.Get("If-None-Match")) != "*":
 		return o, errors.New("If-None-Match on PUT accepts only *")
-	case inm != "" && o.IfMatch != "":
+	case o.IfNoneMatch && o.IfMatch != "":
 		return o, errors.New("use either If-Match or If-None-Match, not both")
-	case err != nil:
-		return o, errors.New("malformed query string")
 	case q.Has("ttl"):
 		o.TTL, err = parseTTL(q.Get("ttl"))
 	}
-	o.IfNoneMatch = r.Header.Get("If-None-Match") != ""
 	return o, err
+}
+
+// query parses r's query. It refuses a parameter the route does not take (a typo, tll for ttl, must not pass
+// for a plain request), and a version request where the bucket keeps no versions; version is the version
+// named, or "" for the current one.
+func query(st *Store, r *http.Request, known ...string) (q url.Values, version string, err error) {
+	if r.URL.RawQuery == "" {
+		return nil, "", nil // nothing to parse (a nil url.Values answers Has and Get)
+	}
+	q, err = url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return nil, "", errors.New("malformed query string")
+	}
+	for name := range q {
+		if !slices.Contains(known, name) {
+			takes := strings.Join(known, ", ")
+			return nil, "", fmt.Errorf("unknown query parameter %q; this request takes %s", name, takes)
+		}
+	}
+	switch {
+	case (q.Has("version") || q.Has("versions")) && !st.versioned:
+		return nil, "", errors.New("versioning is off for this bucket: start kv with S3_VERSIONING=true")
+	case q.Has("version") && !token(q.Get("version"), 1024):
+		return nil, "", errors.New("version must be a version id this service returned")
+	}
+	return q, q.Get("version"), nil
 }
 
 // parseTTL accepts a Go duration (30s, 5m, 1h30m) or whole seconds, from 1s to maxTTL.
@@ -151,159 +189,135 @@ func parseTTL(s string) (time.Duration, error) {
 	return d, nil
 }
 
-var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
-
 // handleGet answers GET and HEAD of a value (or of one version of it), and GET ?versions with its history.
 func handleGet(log *slog.Logger, st *Store) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		q, version, err := versionQuery(st, r)
+		q, version, err := query(st, r, "version", "versions", "limit", "cursor")
 		var m Meta
 		var body io.ReadCloser
 		switch {
 		case err != nil:
 			writeError(w, 400, err.Error())
 			return
-		case q.Has("versions") && r.Method == "GET":
-			listVersions(log, st, w, r, q)
+		case q.Has("versions"):
+			limit, after, err := pageQuery(q, func(c string) bool { return token(c, 1024) })
+			if err != nil {
+				writeError(w, 400, err.Error())
+				return
+			}
+			vs, next, err := st.Versions(storeContext(r), r.PathValue("key"), after, limit)
+			writePage(log, w, err, "versions", vs, next)
 			return
 		case r.Method == "HEAD": // never downloads the value
-			m, err = st.Head(r.Context(), r.PathValue("key"), version)
+			m, err = st.Head(storeContext(r), r.PathValue("key"), version)
 		default:
-			body, m, err = st.Get(r.Context(), r.PathValue("key"), version)
+			body, m, err = st.Get(storeContext(r), r.PathValue("key"), version)
 		}
 		if err != nil {
-			writeStoreError(log, w, r, err)
+			writeStoreError(log, w, err)
 			return
 		}
 		if body != nil {
 			defer body.Close()
 		}
-		vh, h := m.header, w.Header()
-		if vh == nil {
-			vh = valueHeader(m)
+		h := m.header
+		if h == nil {
+			h = valueHeader(m)
 		}
-		for k, v := range vh {
-			h[k] = v
-		}
-		if body == nil || m.Size >= 2048 { // net/http writes a short body's length itself, and faster
-			h["Content-Length"] = []string{strconv.FormatInt(m.Size, 10)}
-		}
-		if inm := header(r.Header, "If-None-Match"); inm != "" && etagMatch(inm, m.ETag, true) {
+		maps.Copy(w.Header(), h)
+		if inm := r.Header.Get("If-None-Match"); inm != "" && etagMatch(inm, m.ETag, true) {
 			w.WriteHeader(http.StatusNotModified)
-		} else if w.WriteHeader(http.StatusOK); body != nil {
-			// A pooled buffer, through the response's buffered writer: a small value leaves with its headers in
-			// one write (io.Copy would allocate 32 KiB per response, net/http's ReadFrom too, and write apart).
-			buf := copyBufs.Get().(*[]byte)
-			defer copyBufs.Put(buf)
-			if _, err := io.CopyBuffer(w, body, *buf); err != nil { // too late for a status: the short body says it
-				log.Warn("value stream broken", "request_id", h.Get("X-Request-Id"), "err", err)
-			}
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+		if body == nil {
+			return
+		}
+		if _, err := io.Copy(w, body); err != nil { // too late for a status: the short body says it
+			log.Warn("value stream broken", "request_id", w.Header().Get("X-Request-Id"), "err", err)
 		}
 	}
-}
-
-func listVersions(log *slog.Logger, st *Store, w http.ResponseWriter, r *http.Request, q url.Values) {
-	limit, after, err := pageQuery(q, func(c string) bool { return c == "" || token(c, 1024) })
-	if err != nil {
-		writeError(w, 400, err.Error())
-		return
-	}
-	vs, next, err := st.Versions(r.Context(), r.PathValue("key"), after, limit)
-	writePage(log, w, r, err, "versions", vs, next)
 }
 
 // valueHeader formats a value's response headers; a cached value keeps them.
 func valueHeader(m Meta) http.Header {
 	h := http.Header{
-		"Content-Type":  {m.ContentType},
-		"Etag":          {m.ETag},
-		"Last-Modified": {m.LastModified.UTC().Format(http.TimeFormat)},
-		"Cache-Control": {"no-cache"}, // a value can be replaced at any time: revalidate (cheap, by ETag)
+		"Content-Type":   {m.ContentType},
+		"Content-Length": {strconv.FormatInt(m.Size, 10)},
+		"Etag":           {m.ETag},
+		"Last-Modified":  {m.LastModified.UTC().Format(http.TimeFormat)},
+		"Cache-Control":  {"no-cache"}, // a value can be replaced at any time: revalidate (cheap, by ETag)
 	}
 	if !m.ExpiresAt.IsZero() {
-		h["Expires"] = []string{m.ExpiresAt.UTC().Format(http.TimeFormat)}
+		h.Set("Expires", m.ExpiresAt.UTC().Format(http.TimeFormat))
 	}
 	if m.Version != "" {
-		h["X-Version-Id"] = []string{m.Version}
+		h.Set("X-Version-Id", m.Version)
 	}
 	return h
 }
 
-// versionQuery parses the query and its version (empty: the current one). Version requests need a
-// versioned bucket.
-func versionQuery(st *Store, r *http.Request) (url.Values, string, error) {
-	if r.URL.RawQuery == "" {
-		return nil, "", nil // the common GET: nothing to parse (a nil url.Values answers Has with false)
-	}
-	q, err := url.ParseQuery(r.URL.RawQuery)
-	switch {
-	case err != nil:
-		return q, "", errors.New("malformed query string")
-	case !q.Has("version") && !q.Has("versions"):
-		return q, "", nil
-	case !st.versioned:
-		return q, "", errors.New("versioning is off for this bucket: start kv with S3_VERSIONING=true")
-	case q.Has("version") && !token(q.Get("version"), 1024):
-		return q, "", errors.New("version must be a version id this service returned")
-	}
-	return q, q.Get("version"), nil
-}
-
 func handleDelete(log *slog.Logger, st *Store) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		q, version, err := versionQuery(st, r)
-		if err == nil && q.Has("versions") {
-			err = errors.New("DELETE takes ?version=<id>, not ?versions")
+		_, version, err := query(st, r, "version")
+		ifMatch := r.Header.Get("If-Match")
+		if err == nil && version != "" && ifMatch != "" {
+			err = errors.New("If-Match applies to the current value; DELETE ?version= removes that version as it is")
 		}
 		if err != nil {
 			writeError(w, 400, err.Error())
-		} else if err := st.Delete(r.Context(), r.PathValue("key"), version); err != nil {
-			writeStoreError(log, w, r, err)
-		} else {
-			w.WriteHeader(http.StatusNoContent)
+			return
 		}
+		if err := st.Delete(storeContext(r), r.PathValue("key"), version, ifMatch); err != nil {
+			writeStoreError(log, w, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
 	}
 }
 
 func handleList(log *slog.Logger, st *Store) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		q, err := url.ParseQuery(r.URL.RawQuery)
-		if err != nil {
-			err = errors.New("malformed query string")
-		} else if err = checkKey(q.Get("prefix"), true); err != nil {
-			err = errors.New("prefix: " + err.Error())
+		q, _, err := query(st, r, "prefix", "limit", "cursor")
+		prefix := q.Get("prefix")
+		if err == nil && checkKey(prefix, true) != nil {
+			err = errors.New("prefix: " + checkKey(prefix, true).Error())
 		}
-		limit, cursor, perr := pageQuery(q,
-			func(c string) bool { return utf8.ValidString(c) && len(c) <= maxObjectKey })
-		if err = cmp.Or(err, perr); err != nil {
+		// A cursor is the name of an object under the prefix (see List): it must read as a key would.
+		validCursor := func(c string) bool {
+			return checkKey(c, false) == nil && strings.HasPrefix(c, objectPath(prefix, true))
+		}
+		limit, after, perr := pageQuery(q, validCursor)
+		err = cmp.Or(err, perr)
+		if err != nil {
 			writeError(w, 400, err.Error())
 			return
 		}
-		keys, next, err := st.List(r.Context(), q.Get("prefix"), cursor, limit)
-		writePage(log, w, r, err, "keys", keys, next)
+		keys, next, err := st.List(storeContext(r), prefix, after, limit)
+		writePage(log, w, err, "keys", keys, next)
 	}
 }
 
-// pageQuery reads a listing's limit (default 100, at most 1000) and its opaque cursor.
+// pageQuery reads a listing's limit (default 100, at most 1000) and its opaque cursor ("" for the start).
 func pageQuery(q url.Values, valid func(cursor string) bool) (limit int, cursor string, err error) {
 	limit = 100
 	if s := q.Get("limit"); s != "" {
-		if limit, err = strconv.Atoi(s); err != nil || limit < 1 || limit > 1000 {
-			return 0, "", errors.New("limit must be a whole number from 1 to 1000")
-		}
+		limit, err = strconv.Atoi(s)
+	}
+	if err != nil || limit < 1 || limit > 1000 {
+		return 0, "", errors.New("limit must be a whole number from 1 to 1000")
 	}
 	b, err := base64.RawURLEncoding.DecodeString(q.Get("cursor"))
-	if err != nil || !valid(string(b)) {
-		return 0, "", errors.New("cursor is not one this service returned")
+	if err != nil || len(b) > 0 && !valid(string(b)) {
+		return 0, "", errors.New("cursor is not one this service returned for this listing")
 	}
 	return limit, string(b), nil
 }
 
 // writePage answers a listing: its items (never null) and, when more may follow, an opaque next_cursor.
-func writePage[T any](log *slog.Logger, w http.ResponseWriter, r *http.Request, err error, name string, items []T,
-	next string) {
+func writePage[T any](log *slog.Logger, w http.ResponseWriter, err error, name string, items []T, next string) {
 	if err != nil {
-		writeStoreError(log, w, r, err)
+		writeStoreError(log, w, err)
 		return
 	}
 	page := map[string]any{name: append([]T{}, items...)}
@@ -313,35 +327,42 @@ func writePage[T any](log *slog.Logger, w http.ResponseWriter, r *http.Request, 
 	writeJSON(w, 200, page)
 }
 
+// handleReady asks S3 at most once a second, however often it is called: it needs no token, and a flood of
+// probes must not become a flood of HeadBucket calls.
 func handleReady(st *Store, stopping *atomic.Bool) http.HandlerFunc {
+	var mu sync.Mutex
+	var checked time.Time
+	var last error
 	return func(w http.ResponseWriter, r *http.Request) {
-		if !st.ready.Load() || stopping.Load() {
-			w.Header().Set("Retry-After", "1")
-			writeError(w, 503, "not ready: starting or shutting down")
-		} else if err := st.Ready(r.Context()); err != nil {
-			w.Header().Set("Retry-After", "1")
+		mu.Lock()
+		if time.Since(checked) >= time.Second {
+			last = st.Ready(storeContext(r))
+			checked = time.Now()
+		}
+		err := last
+		mu.Unlock()
+		switch {
+		case stopping.Load():
+			writeError(w, 503, "not ready: shutting down")
+		case err != nil:
 			writeError(w, 503, "not ready: the bucket does not answer")
-		} else {
+		default:
 			writeJSON(w, 200, map[string]string{"status": "ready"})
 		}
 	}
 }
 
 // guard holds back what may not reach a route: without the bearer token (when one is set; the health
-// endpoints stay open, and the comparison takes the same time whatever the guess), /kv before the store is
-// ready, and keys kv cannot store, which the mux would even answer with a redirect to another key when they
-// hold empty, "." or ".." segments.
-func guard(st *Store, token string, next http.Handler) http.Handler {
-	want := []byte("Bearer " + token)
+// endpoints stay open, and the comparison takes the same time whatever the guess), and keys kv cannot store,
+// which the mux would even answer with a redirect to another key when they hold empty, "." or ".." segments.
+func guard(token string, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		key, isKey := strings.CutPrefix(r.URL.Path, "/kv/")
-		switch open := r.URL.Path == "/healthz" || r.URL.Path == "/readyz"; {
-		case token != "" && !open && subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1:
+		open := r.URL.Path == "/healthz" || r.URL.Path == "/readyz"
+		switch {
+		case token != "" && !open && !bearer(r.Header.Get("Authorization"), token):
 			w.Header().Set("WWW-Authenticate", `Bearer realm="kv"`)
-			writeError(w, http.StatusUnauthorized, "missing or wrong bearer token (Authorization: Bearer <AUTH_TOKEN>)")
-		case (isKey || r.URL.Path == "/kv") && !st.ready.Load():
-			w.Header().Set("Retry-After", "1")
-			writeError(w, 503, "not ready: the bucket is being checked")
+			writeError(w, 401, "missing or wrong bearer token (Authorization: Bearer <AUTH_TOKEN>)")
 		case isKey && checkKey(key, false) != nil:
 			writeError(w, 400, "key: "+checkKey(key, false).Error())
 		default:
@@ -350,8 +371,14 @@ func guard(st *Store, token string, next http.Handler) http.Handler {
 	})
 }
 
+// bearer reports whether an Authorization header carries token; the scheme is case-insensitive (RFC 9110
+// §11.1).
+func bearer(header, token string) bool {
+	scheme, credentials, _ := strings.Cut(header, " ")
+	return strings.EqualFold(scheme, "Bearer") && subtle.ConstantTimeCompare([]byte(credentials), []byte(token)) == 1
+}
+
 // checkKey tells why key cannot name a value; a prefix may be partial (empty, or ending in a slash).
-// It runs on every request, so it allocates nothing.
 func checkKey(key string, prefix bool) error {
 	if key == "" && !prefix {
 		return errors.New("is empty")
@@ -378,76 +405,69 @@ func checkKey(key string, prefix bool) error {
 
 // writeStoreError maps every store error to its status, in one place. Only a storage failure is logged, with
 // its cause (which names the S3 operation, never the key).
-func writeStoreError(log *slog.Logger, w http.ResponseWriter, r *http.Request, err error) {
+func writeStoreError(log *slog.Logger, w http.ResponseWriter, err error) {
 	switch {
 	case errors.Is(err, ErrNotFound):
 		writeError(w, 404, "key not found")
 	case errors.Is(err, ErrPrecondition):
 		writeError(w, 412, "precondition failed: the key's current state does not match If-Match/If-None-Match")
 	case errors.Is(err, ErrBadKey):
-		writeError(w, 400, "key: rejected by the storage backend (MinIO allows 255 bytes between slashes, "+
-			"254 in a key's last segment, each ! counting twice)")
+		writeError(w, 400, "key: the storage backend refuses this name (MinIO and file-system gateways allow "+
+			"255 bytes between slashes, 254 in a key's last segment, each ! counting twice)")
 	case errors.Is(err, ErrBadVersion):
 		writeError(w, 400, "version must be a version id this service returned")
-	case r.Context().Err() != nil:
-		// The client went away: nobody reads an answer, and the access log shows 499.
 	default:
 		log.Error("storage unavailable", "request_id", w.Header().Get("X-Request-Id"), "err", err)
-		w.Header().Set("Retry-After", "1")
 		writeError(w, 503, "storage unavailable, retry later")
 	}
 }
 
+// writeError answers with a JSON error; a 503 (S3 down, or kv not ready) says when to try again.
 func writeError(w http.ResponseWriter, status int, msg string) {
+	if status == 503 {
+		w.Header().Set("Retry-After", "1")
+	}
 	writeJSON(w, status, map[string]string{"error": msg, "request_id": w.Header().Get("X-Request-Id")})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, _ := json.Marshal(v)
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	w.Write(append(b, '\n'))
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false) // read as written: <AUTH_TOKEN>, not \u003cAUTH_TOKEN\u003e
+	enc.Encode(v)
 }
 
 // withRequestLog gives every request an ID (a sane incoming X-Request-ID is kept), echoes it, counts the
-// request and writes one access line. Values, keys and headers other than the ID are never logged.
-func withRequestLog(log *slog.Logger, m *metrics, next http.Handler) http.Handler {
+// request and writes one access line with the status sent. Values, keys and other headers are never logged.
+func withRequestLog(log *slog.Logger, m *metrics, idle time.Duration, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		m.inFlight.Add(1)
 		defer m.inFlight.Add(-1)
-		id := header(r.Header, "X-Request-Id")
+		id := r.Header.Get("X-Request-Id")
 		if !token(id, 64) {
 			id = strconv.FormatUint(rand.Uint64(), 36)
 		}
-		w.Header()["X-Request-Id"] = []string{id}
-		rec := &recorder{ResponseWriter: w, id: id, method: r.Method}
+		w.Header().Set("X-Request-Id", id)
+		rec := &recorder{ResponseWriter: w, rc: http.NewResponseController(w), idle: idle, start: start}
 		next.ServeHTTP(rec, r)
-		if rec.status == 0 {
-			rec.status = 499 // nothing written: the client closed the request
-		}
+		status := cmp.Or(rec.status, 200) // a handler that wrote nothing: net/http sends 200
 		end := time.Now()
-		rec.route, rec.took = r.Pattern, end.Sub(start)
+		took := end.Sub(start)
 		method := r.Method
 		if !slices.Contains([]string{"GET", "HEAD", "PUT", "DELETE", "POST", "PATCH", "OPTIONS"}, method) {
 			method = "other" // methods are the client's choice: keep the label bounded
 		}
-		observe(&m.http, seriesKey{cmp.Or(r.Pattern, "unmatched"), method, rec.status}, rec.took)
-		if log.Enabled(r.Context(), slog.LevelInfo) { // a record of our own: no caller lookup, no second clock read
+		m.observe(m.http, series{cmp.Or(r.Pattern, "unmatched"), method, status}, took)
+		if log.Enabled(r.Context(), slog.LevelInfo) { // a record of kv's own spares slog a stack walk per line
 			line := slog.NewRecord(end, slog.LevelInfo, "request", 0)
-			line.AddAttrs(slog.Any("", rec))
+			line.AddAttrs(slog.String("request_id", id), slog.String("method", r.Method),
+				slog.String("route", r.Pattern), slog.Int("status", status), slog.Int64("bytes", rec.bytes),
+				slog.Int64("duration_us", took.Microseconds())) // slog writes a float through encoding/json
 			log.Handler().Handle(r.Context(), line)
 		}
 	})
-}
-
-// header is Header.Get for a canonical name, without Get's canonicalising: a cache hit reads two headers, and
-// that costs 1.5 % of its instructions.
-func header(h http.Header, name string) string {
-	if v := h[name]; len(v) > 0 {
-		return v[0]
-	}
-	return ""
 }
 
 // token reports whether s is 1 to max printable ASCII characters without spaces (request and version ids).
@@ -455,31 +475,32 @@ func token(s string, max int) bool {
 	return s != "" && len(s) <= max && !strings.ContainsFunc(s, func(r rune) bool { return r <= ' ' || r > '~' })
 }
 
-// recorder notes a response's status and size, and is the access line's one attribute: slog resolves it to
-// the line's fields, which logBuffer writes without building them.
+// recorder notes a response's status and size. A client that stops reading cannot hold a handler: the
+// server's WriteTimeout gives a response idle from its request's start, and the deadline moves on as the
+// answer begins (unless within a millisecond of the start) and with each write after the first.
 type recorder struct {
 	http.ResponseWriter
-	id, method, route string
-	status            int
-	bytes             int64
-	took              time.Duration
-}
-
-func (r *recorder) ms() float64 { return float64(r.took.Microseconds()) / 1000 }
-
-func (r *recorder) LogValue() slog.Value {
-	return slog.GroupValue(slog.String("request_id", r.id), slog.String("method", r.method),
-		slog.String("route", r.route), slog.Int("status", r.status), slog.Int64("bytes", r.bytes),
-		slog.Float64("duration_ms", r.ms()))
+	rc     *http.ResponseController
+	idle   time.Duration
+	start  time.Time
+	status int
+	bytes  int64
 }
 
 func (r *recorder) WriteHeader(code int) {
+	if now := time.Now(); now.Sub(r.start) > time.Millisecond {
+		r.rc.SetWriteDeadline(now.Add(r.idle)) // unsupported (httptest): nothing to bound
+	}
 	r.status = cmp.Or(r.status, code)
 	r.ResponseWriter.WriteHeader(code)
 }
 
 func (r *recorder) Write(p []byte) (int, error) {
-	r.status = cmp.Or(r.status, 200)
+	if r.status == 0 {
+		r.WriteHeader(200)
+	} else if r.bytes > 0 {
+		r.rc.SetWriteDeadline(time.Now().Add(r.idle))
+	}
 	n, err := r.ResponseWriter.Write(p)
 	r.bytes += int64(n)
 	return n, err
@@ -490,41 +511,41 @@ func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 // Latency buckets in seconds, for HTTP requests and S3 calls alike.
 var buckets = [...]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
 
-// metrics holds what /metrics shows. A series is found through a sync.Map by its labels and counts with
-// atomics, so the request path takes no lock once it exists. Labels are bounded: never a key.
+// metrics holds what /metrics shows; one mutex guards the histograms. Labels are bounded: never a key.
 type metrics struct {
-	http, s3            sync.Map // seriesKey → *histogram
+	mu                  sync.Mutex
+	http, s3            map[series]*histogram
 	inFlight, reclaimed atomic.Int64
 	cache               *cache // nil when off
 }
 
-// seriesKey holds a series' label values: route, method and status code, or S3 operation and outcome.
-type seriesKey struct {
+// series holds a histogram's label values: route, method and status code, or S3 operation and status code.
+type series struct {
 	a, b string
-	code int // 0 for S3
+	code int
 }
 
-// histogram counts per bucket, not cumulatively: a scrape sums the buckets it reads, so +Inf and _count
-// always agree and no bucket goes backwards.
 type histogram struct {
-	labels string
-	counts [len(buckets) + 1]atomic.Int64 // the last is +Inf
-	nanos  atomic.Int64
+	counts [len(buckets) + 1]int64 // per bucket, not cumulative; the last is +Inf
+	sum    time.Duration
 }
 
-func observe(series *sync.Map, k seriesKey, d time.Duration) {
-	v, ok := series.Load(k)
-	if !ok {
-		labels := fmt.Sprintf("operation=%q,outcome=%q", k.a, k.b)
-		if k.code != 0 {
-			labels = fmt.Sprintf("route=%q,method=%q,code=\"%d\"", k.a, k.b, k.code)
-		}
-		v, _ = series.LoadOrStore(k, &histogram{labels: labels})
+func newMetrics(c *cache) *metrics {
+	return &metrics{http: map[series]*histogram{}, s3: map[series]*histogram{}, cache: c}
+}
+
+// observe counts d in family's histogram of s.
+func (m *metrics) observe(family map[series]*histogram, s series, d time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	h := family[s]
+	if h == nil {
+		h = &histogram{}
+		family[s] = h
 	}
-	h := v.(*histogram)
 	i, _ := slices.BinarySearch(buckets[:], d.Seconds())
-	h.counts[i].Add(1)
-	h.nanos.Add(int64(d))
+	h.counts[i]++
+	h.sum += d
 }
 
 // ServeHTTP writes the Prometheus text format (0.0.4), families and series in a fixed order.
@@ -532,10 +553,12 @@ func (m *metrics) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 	b := bufio.NewWriter(w)
 	defer b.Flush()
+	m.mu.Lock()
 	writeHistograms(b, "http_request_duration_seconds", "HTTP requests: time to answer, by route, method, code.",
-		&m.http)
+		m.http)
 	writeHistograms(b, "kv_s3_request_duration_seconds",
-		"S3 requests (each attempt): time to response headers, by operation and outcome.", &m.s3)
+		"S3 requests (each attempt): time to response headers, by operation and S3's code (0: no answer).", m.s3)
+	m.mu.Unlock()
 	one := func(name, typ, help string, v any) {
 		fmt.Fprintf(b, "# HELP %s %s\n# TYPE %s %s\n%s %v\n", name, help, name, typ, name, v)
 	}
@@ -544,30 +567,34 @@ func (m *metrics) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	one("go_goroutines", "gauge", "Goroutines that currently exist.", runtime.NumGoroutine())
 	if c := m.cache; c != nil {
 		c.mu.Lock()
-		bytes, items := c.used, c.ll.Len()
-		c.mu.Unlock()
-		one("kv_cache_bytes", "gauge", "Bytes of keys and values held in the cache.", bytes)
-		one("kv_cache_items", "gauge", "Entries held in the cache.", items)
-		one("kv_cache_hits_total", "counter", "GETs answered from the cache.", c.hits.Load())
-		one("kv_cache_misses_total", "counter", "GETs the cache could not answer.", c.misses.Load())
-		one("kv_cache_evictions_total", "counter", "Entries evicted to fit CACHE_MAX_BYTES.", c.evictions.Load())
+		defer c.mu.Unlock()
+		one("kv_cache_bytes", "gauge", "Bytes of keys and values held in the cache.", c.used)
+		one("kv_cache_items", "gauge", "Entries held in the cache.", c.ll.Len())
+		one("kv_cache_hits_total", "counter", "GETs answered from the cache.", c.hits)
+		one("kv_cache_misses_total", "counter", "GETs the cache could not answer.", c.misses)
+		one("kv_cache_evictions_total", "counter", "Entries evicted to fit CACHE_MAX_BYTES.", c.evictions)
 	}
 }
 
-// writeHistograms writes a family of histograms, each from one reading of its buckets.
-func writeHistograms(w io.Writer, name, help string, series *sync.Map) {
-	var hs []*histogram
-	series.Range(func(_, v any) bool { hs = append(hs, v.(*histogram)); return true })
-	slices.SortFunc(hs, func(a, b *histogram) int { return strings.Compare(a.labels, b.labels) })
+// writeHistograms writes one family of histograms, its series in the order of their labels.
+func writeHistograms(w io.Writer, name, help string, family map[series]*histogram) {
 	fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name)
-	for _, h := range hs {
+	keys := slices.SortedFunc(maps.Keys(family), func(a, b series) int {
+		return cmp.Or(cmp.Compare(a.a, b.a), cmp.Compare(a.b, b.b), cmp.Compare(a.code, b.code))
+	})
+	for _, s := range keys {
+		h := family[s]
+		labels := fmt.Sprintf("route=%q,method=%q,code=\"%d\"", s.a, s.b, s.code)
+		if s.b == "" { // S3 calls have no method
+			labels = fmt.Sprintf("operation=%q,code=\"%d\"", s.a, s.code)
+		}
 		var total int64
 		for i, le := range buckets {
-			total += h.counts[i].Load()
-			fmt.Fprintf(w, "%s_bucket{%s,le=\"%g\"} %d\n", name, h.labels, le, total)
+			total += h.counts[i]
+			fmt.Fprintf(w, "%s_bucket{%s,le=\"%g\"} %d\n", name, labels, le, total)
 		}
-		total += h.counts[len(buckets)].Load()
-		fmt.Fprintf(w, "%s_bucket{%s,le=\"+Inf\"} %d\n%s_sum{%s} %g\n%s_count{%s} %d\n", name, h.labels, total,
-			name, h.labels, time.Duration(h.nanos.Load()).Seconds(), name, h.labels, total)
+		total += h.counts[len(buckets)]
+		fmt.Fprintf(w, "%s_bucket{%s,le=\"+Inf\"} %d\n", name, labels, total)
+		fmt.Fprintf(w, "%s_sum{%s} %g\n%s_count{%s} %d\n", name, labels, h.sum.Seconds(), name, labels, total)
 	}
 }

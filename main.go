@@ -3,7 +3,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -38,64 +37,97 @@ func main() {
 	}
 }
 
-var bucketName = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$`)
-
 type config struct {
-	Port, S3Endpoint, Bucket, AccessKey, SecretKey, Region, AuthToken string
-	CreateBucket, Versioning                                          bool
-	MaxValueBytes, CacheMaxBytes                                      int64
-	S3Timeout, ClientTimeout, StartupTimeout, ShutdownTimeout         time.Duration
-	TTLSweepInterval, CacheTTL                                        time.Duration
-	LogLevel                                                          slog.Level
+	Port, Endpoint, Bucket, AccessKey, SecretKey, Region, AuthToken string
+	CreateBucket, Versioning                                        bool
+	MaxValueBytes, CacheMaxBytes                                    int64
+	S3Timeout, ClientTimeout, StartupTimeout, ShutdownTimeout       time.Duration
+	SweepInterval, CacheTTL                                         time.Duration
+	LogLevel                                                        slog.Level
 }
 
-// loadConfig reads every setting from the environment, with its default, and says what is wrong with the
-// first bad one.
+// envReader reads settings and keeps the first mistake, said in the terms of the person who made it.
+type envReader struct {
+	getenv func(string) string
+	err    error
+}
+
+// setting returns name's value (def when unset) as parse reads it; a value parse refuses is noted, with what
+// the value must be.
+func setting[T any](e *envReader, name, def, want string, parse func(string) (T, bool)) T {
+	s := cmp.Or(e.getenv(name), def)
+	v, ok := parse(s)
+	if !ok && e.err == nil {
+		e.err = fmt.Errorf("%s=%q: must be %s", name, s, want)
+	}
+	return v
+}
+
+// durationFrom parses durations of at least least.
+func durationFrom(least time.Duration) func(string) (time.Duration, bool) {
+	return func(s string) (time.Duration, bool) {
+		d, err := time.ParseDuration(s)
+		return d, err == nil && d >= least
+	}
+}
+
+func byteCount(s string) (int64, bool) {
+	n, err := strconv.ParseInt(s, 10, 64)
+	return n, err == nil && n >= 0
+}
+
+func boolean(s string) (bool, bool) {
+	b, err := strconv.ParseBool(s)
+	return b, err == nil
+}
+
+func port(s string) (string, bool) {
+	n, err := strconv.Atoi(s)
+	return s, err == nil && n >= 1 && n <= 65535
+}
+
+func level(s string) (slog.Level, bool) {
+	var l slog.Level
+	err := l.UnmarshalText([]byte(s))
+	return l, err == nil
+}
+
+func endpoint(s string) (string, bool) {
+	u, err := url.Parse(s)
+	return s, s == "" || err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != ""
+}
+
+var bucketName = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$`)
+
+// loadConfig reads every setting from the environment, with its default, and names the first bad one.
 func loadConfig(getenv func(string) string) (config, error) {
-	c := config{S3Endpoint: getenv("S3_ENDPOINT"), Bucket: getenv("S3_BUCKET"), AccessKey: getenv("S3_ACCESS_KEY"),
-		SecretKey: getenv("S3_SECRET_KEY"), AuthToken: getenv("AUTH_TOKEN"),
-		Region: cmp.Or(getenv("S3_REGION"), getenv("AWS_REGION"), "us-east-1")}
-	for _, v := range []struct {
-		name, def string
-		into      any
-	}{
-		{"PORT", "8080", &c.Port}, {"S3_CREATE_BUCKET", "true", &c.CreateBucket},
-		{"S3_VERSIONING", "false", &c.Versioning}, {"MAX_VALUE_BYTES", "26214400", &c.MaxValueBytes},
-		{"CACHE_MAX_BYTES", "67108864", &c.CacheMaxBytes}, {"S3_TIMEOUT", "10s", &c.S3Timeout},
-		{"CLIENT_TIMEOUT", "10s", &c.ClientTimeout}, {"STARTUP_TIMEOUT", "60s", &c.StartupTimeout},
-		{"SHUTDOWN_TIMEOUT", "10s", &c.ShutdownTimeout}, {"TTL_SWEEP_INTERVAL", "1m", &c.TTLSweepInterval},
-		{"CACHE_TTL", "0", &c.CacheTTL}, {"LOG_LEVEL", "info", &c.LogLevel},
-	} {
-		s := cmp.Or(getenv(v.name), v.def)
-		var err error
-		switch p := v.into.(type) {
-		case *string: // the port
-			if n, perr := strconv.Atoi(s); perr != nil || n < 1 || n > 65535 {
-				err = errors.New("must be a port number")
-			}
-			*p = s
-		case *bool:
-			*p, err = strconv.ParseBool(s)
-		case *int64:
-			if *p, err = strconv.ParseInt(s, 10, 64); err == nil && *p < 0 {
-				err = errors.New("must not be negative")
-			}
-		case *time.Duration: // positive, but CACHE_TTL may be 0: no bound
-			if *p, err = time.ParseDuration(s); err == nil && (*p < 0 || *p == 0 && v.name != "CACHE_TTL") {
-				err = errors.New("must be positive")
-			}
-		case *slog.Level:
-			err = p.UnmarshalText([]byte(s))
-		}
-		if err != nil {
-			return c, fmt.Errorf("%s=%q: %w", v.name, s, err)
-		}
+	const timeout = "a positive duration such as 10s or 1m"
+	positive := durationFrom(time.Nanosecond)
+	e := &envReader{getenv: getenv}
+	c := config{Bucket: getenv("S3_BUCKET"), AccessKey: getenv("S3_ACCESS_KEY"), SecretKey: getenv("S3_SECRET_KEY"),
+		AuthToken:       getenv("AUTH_TOKEN"),
+		Region:          cmp.Or(getenv("S3_REGION"), getenv("AWS_REGION"), "us-east-1"),
+		Port:            setting(e, "PORT", "8080", "a port number from 1 to 65535", port),
+		Endpoint:        setting(e, "S3_ENDPOINT", "", "a URL such as http://minio:9000", endpoint),
+		CreateBucket:    setting(e, "S3_CREATE_BUCKET", "true", "true or false", boolean),
+		Versioning:      setting(e, "S3_VERSIONING", "false", "true or false", boolean),
+		MaxValueBytes:   setting(e, "MAX_VALUE_BYTES", "26214400", "a whole number of bytes, e.g. 26214400", byteCount),
+		CacheMaxBytes:   setting(e, "CACHE_MAX_BYTES", "67108864", "a whole number of bytes, e.g. 67108864", byteCount),
+		S3Timeout:       setting(e, "S3_TIMEOUT", "10s", timeout, positive),
+		ClientTimeout:   setting(e, "CLIENT_TIMEOUT", "10s", timeout, positive),
+		StartupTimeout:  setting(e, "STARTUP_TIMEOUT", "60s", timeout, positive),
+		ShutdownTimeout: setting(e, "SHUTDOWN_TIMEOUT", "10s", timeout, positive),
+		SweepInterval:   setting(e, "TTL_SWEEP_INTERVAL", "1m", timeout, positive),
+		CacheTTL:        setting(e, "CACHE_TTL", "0", "a duration such as 30s, or 0", durationFrom(0)),
+		LogLevel:        setting(e, "LOG_LEVEL", "info", "debug, info, warn or error", level),
 	}
 	switch {
+	case e.err != nil:
+		return c, e.err
 	case c.Bucket == "":
 		return c, errors.New("S3_BUCKET is required")
 	case !bucketName.MatchString(c.Bucket):
-		return c, fmt.Errorf("S3_BUCKET=%q is not a bucket name (3-63 of a-z, 0-9, dots, hyphens)", c.Bucket)
+		return c, fmt.Errorf("S3_BUCKET=%q: must be a bucket name: 3 to 63 of a-z, 0-9, dots and hyphens", c.Bucket)
 	case (c.AccessKey == "") != (c.SecretKey == ""):
 		return c, errors.New("set both S3_ACCESS_KEY and S3_SECRET_KEY, or neither for the AWS SDK's default chain")
 	}
@@ -110,18 +142,36 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return err
 	}
-	tuneGC(getenv, cfg.CacheMaxBytes)
+	// The S3 SDK allocates much per call and kv's heap is small but for the cache: with Go's default the
+	// collector took about a third of an uncached GET's CPU, a tenth of a cache hit's. A fifth as often, with
+	// the heap bounded by the cache's budget instead, unless GOGC or GOMEMLIMIT say otherwise.
+	if getenv("GOGC") == "" && getenv("GOMEMLIMIT") == "" {
+		debug.SetGCPercent(400)
+		debug.SetMemoryLimit(2*min(cfg.CacheMaxBytes, 1<<60) + 64<<20)
+	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	out := newLogBuffer(stdout, cfg.LogLevel, time.Second)
-	defer out.close()
-	log := slog.New(out)
-	m := &metrics{cache: newCache(cfg.CacheMaxBytes, cfg.CacheTTL)}
+	out := &logWriter{w: bufio.NewWriterSize(stdout, 64<<10)}
+	defer out.Close()
+	log := slog.New(slog.NewJSONHandler(out, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	m := newMetrics(newCache(cfg.CacheMaxBytes, cfg.CacheTTL))
 	client, err := newS3Client(ctx, cfg, m)
 	if err != nil {
 		return err
 	}
 	st := newStore(client, cfg.Bucket, cfg.S3Timeout, m.cache)
+	err = setup(ctx, log, st, cfg)
+	switch {
+	case ctx.Err() != nil:
+		return nil // a signal while kv waited for S3: stop cleanly
+	case err != nil:
+		return err
+	}
+	return serve(ctx, stop, log, st, m, cfg)
+}
+
+// serve answers requests and sweeps expired values until a signal, then shuts down.
+func serve(ctx context.Context, stop func(), log *slog.Logger, st *Store, m *metrics, cfg config) error {
 	ln, err := net.Listen("tcp", ":"+cfg.Port)
 	if err != nil {
 		return err
@@ -130,168 +180,75 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	srv := httpServer(newServer(log, st, m, cfg, &stopping), log, cfg.ClientTimeout)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
-	log.Info("listening", "addr", ln.Addr().String(), "bucket", cfg.Bucket)
-	if err := setup(ctx, log, st, cfg); err != nil && ctx.Err() == nil { // a signal: shut down as usual
-		srv.Close()
-		return err
-	}
+	log.Info("listening", "addr", ln.Addr().String(), "bucket", cfg.Bucket, "versioned", st.versioned)
 	var sweeper sync.WaitGroup
-	sweeper.Go(func() { sweep(ctx, log, st, m, cfg.TTLSweepInterval) })
+	sweeper.Go(func() { sweep(ctx, log, st, m, cfg.SweepInterval) })
 	select {
 	case err = <-serveErr:
 	case <-ctx.Done():
-		err = shutdown(log, srv, &stopping, cfg.ShutdownTimeout)
+		err = shutdown(log, srv, m, &stopping, cfg.ShutdownTimeout)
 	}
-	stop()
-	if sweeper.Wait(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
+	stop() // the sweeper stops with ctx
+	sweeper.Wait()
+	if err == nil {
+		log.Info("stopped")
 	}
-	log.Info("stopped")
-	return nil
+	return err
 }
 
-// tuneGC has the collector run a fifth as often as Go's default, which collects kv's small heap every few MiB
-// allocated (a tenth of a cache hit's instructions), and bounds the heap by twice the cache's budget plus
-// 64 MiB instead. GOGC or GOMEMLIMIT in the environment keep Go's own handling.
-func tuneGC(getenv func(string) string, cacheMaxBytes int64) {
-	if getenv("GOGC") == "" && getenv("GOMEMLIMIT") == "" {
-		debug.SetGCPercent(400)
-		debug.SetMemoryLimit(2*min(cacheMaxBytes, 1<<60) + 64<<20)
-	}
+// httpServer bounds what a client may hold: a silent client gets clientTimeout for its headers, then for each
+// read of its body and each write of the answer, which push the deadlines on (equal read timeouts spare
+// net/http a deadline per request).
+func httpServer(h http.Handler, log *slog.Logger, clientTimeout time.Duration) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: clientTimeout, ReadTimeout: clientTimeout,
+		WriteTimeout: clientTimeout, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 }
 
 // shutdown turns /readyz 503, closes the listener and gives the requests in flight up to timeout.
-func shutdown(log *slog.Logger, srv *http.Server, stopping *atomic.Bool, timeout time.Duration) error {
+func shutdown(log *slog.Logger, srv *http.Server, m *metrics, stopping *atomic.Bool, timeout time.Duration) error {
 	log.Info("shutting down", "timeout", timeout.String())
 	stopping.Store(true)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	return srv.Shutdown(ctx)
-}
-
-// logBuffer is kv's slog.Handler. It keeps log lines in memory and writes them out at least every second and
-// when kv stops, so that an access line costs no system call of its own; a crash loses what the last second
-// logged. The access line it formats itself, in the bytes the embedded slog.JSONHandler writes for it
-// (TestLogBuffer compares them), in a quarter of the time; any other record it hands on.
-type logBuffer struct {
-	slog.Handler // a JSONHandler writing into the buffer
-	mu           sync.Mutex
-	w            *bufio.Writer
-	done         chan struct{}
-	// The access line's time to the second, and its zone, as formatted for the second sec in loc.
-	sec        int64
-	loc        *time.Location
-	date, zone []byte
-}
-
-func newLogBuffer(w io.Writer, level slog.Leveler, every time.Duration) *logBuffer {
-	l := &logBuffer{w: bufio.NewWriterSize(w, 64<<10), done: make(chan struct{})}
-	l.Handler = slog.NewJSONHandler(l, &slog.HandlerOptions{Level: level})
-	go l.flushEvery(every)
-	return l
-}
-
-func (l *logBuffer) Handle(ctx context.Context, r slog.Record) error {
-	a := accessLine(r)
-	if a == nil {
-		return l.Handler.Handle(ctx, r)
+	err := srv.Shutdown(ctx)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		return err
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	b := append(l.appendTime(append(l.w.AvailableBuffer(), `{"time":"`...), r.Time), `","level":"`...)
-	b = append(append(append(append(b, r.Level.String()...), `","msg":"`...), r.Message...), `","request_id":"`...)
-	b = append(append(append(append(b, a.id...), `","method":"`...), a.method...), `","route":"`...)
-	b = append(strconv.AppendInt(append(append(b, a.route...), `","status":`...), int64(a.status), 10), `,"bytes":`...)
-	b = append(strconv.AppendInt(b, a.bytes, 10), `,"duration_ms":`...)
-	_, err := l.w.Write(append(strconv.AppendFloat(b, a.ms(), 'f', -1, 64), "}\n"...))
+	err = fmt.Errorf("SHUTDOWN_TIMEOUT (%s) ran out with requests still running (%d); they were cut off",
+		timeout, m.inFlight.Load())
+	log.Error("shutdown incomplete", "err", err)
+	srv.Close()
 	return err
 }
 
-// accessLine returns the recorder of r if r is an access line that Handle writes as slog.JSONHandler would:
-// its one attribute the recorder, under no key, its strings ones JSON takes as they are, its year 0 to 9999.
-// (duration_ms is 0 or at least 0.001, a float JSON writes without an exponent.)
-func accessLine(r slog.Record) *recorder {
-	var a *recorder
-	r.Attrs(func(at slog.Attr) bool {
-		if at.Key == "" {
-			a, _ = at.Value.Any().(*recorder)
-		}
-		return false
-	})
-	if y := r.Time.Year(); a == nil || r.NumAttrs() != 1 || r.Time.IsZero() || y < 0 || y > 9999 ||
-		!plain(r.Message, a.id, a.method, a.route) {
-		return nil
-	}
-	return a
+// logWriter holds log lines in memory and writes them out within a second of the first one held, and when kv
+// stops, so that an access line costs no system call of its own; a crash loses at most the last second's lines.
+type logWriter struct {
+	mu      sync.Mutex
+	w       *bufio.Writer
+	pending *time.Timer // the flush to come, if any
 }
 
-// appendTime appends t as t.AppendFormat(b, time.RFC3339Nano) does, formatting its date and zone once a
-// second rather than for every line.
-func (l *logBuffer) appendTime(b []byte, t time.Time) []byte {
-	if sec := t.Unix(); sec != l.sec || t.Location() != l.loc {
-		l.sec, l.loc = sec, t.Location()
-		l.date, l.zone = t.AppendFormat(l.date[:0], "2006-01-02T15:04:05"), t.AppendFormat(l.zone[:0], "Z07:00")
-	}
-	b = append(b, l.date...)
-	if ns := t.Nanosecond(); ns > 0 {
-		n := len(b)
-		b = strconv.AppendInt(b, int64(ns)+1e9, 10) // nine digits behind a 1, which the point replaces
-		b[n] = '.'
-		b = bytes.TrimRight(b, "0")
-	}
-	return append(b, l.zone...)
-}
-
-// plain reports whether JSON takes each string as it is: printable ASCII without quotes or backslashes.
-func plain(ss ...string) bool {
-	for _, s := range ss {
-		for i := 0; i < len(s); i++ {
-			if c := s[i]; c < ' ' || c > '~' || c == '"' || c == '\\' {
-				return false
-			}
-		}
-	}
-	return true
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
+func (l *logWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.pending == nil {
+		l.pending = time.AfterFunc(time.Second, func() { l.Close() })
+	}
 	return l.w.Write(p)
 }
 
-func (l *logBuffer) flushEvery(d time.Duration) {
-	t := time.NewTicker(d)
-	defer t.Stop()
-	for {
-		select {
-		case <-l.done:
-			return
-		case <-t.C:
-			l.mu.Lock()
-			l.w.Flush()
-			l.mu.Unlock()
-		}
-	}
-}
-
-func (l *logBuffer) close() {
-	close(l.done)
+// Close writes out what is held (a flush still to come then finds nothing, or what came since).
+func (l *logWriter) Close() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.w.Flush()
+	l.pending = nil
+	return l.w.Flush()
 }
 
-// httpServer bounds what a client may hold: a silent client gets clientTimeout for its headers and then for
-// each read of its body (which pushes the deadline on); equal timeouts spare net/http a deadline per request.
-func httpServer(h http.Handler, log *slog.Logger, clientTimeout time.Duration) *http.Server {
-	return &http.Server{Handler: h, ReadHeaderTimeout: clientTimeout, ReadTimeout: clientTimeout,
-		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10,
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
-}
-
-// setup readies the store while the server already answers (/kv with 503), retrying with a capped backoff
-// so that kv can start before its S3 does, for at most StartupTimeout.
+// setup readies the bucket before kv listens, retrying with a capped backoff so that kv can start before its
+// S3 does, for at most StartupTimeout. What retrying cannot mend stops kv at once.
 func setup(ctx context.Context, log *slog.Logger, st *Store, cfg config) error {
 	ctx, cancel := context.WithTimeout(ctx, cfg.StartupTimeout)
 	defer cancel()
@@ -299,15 +256,19 @@ func setup(ctx context.Context, log *slog.Logger, st *Store, cfg config) error {
 		err := st.Setup(ctx, cfg.CreateBucket, cfg.Versioning)
 		switch {
 		case err == nil:
-			log.Info("bucket ready", "bucket", cfg.Bucket, "versioned", st.versioned)
 			return nil
 		case errors.Is(err, ErrNoBucket) && !cfg.CreateBucket:
 			return fmt.Errorf("bucket %q does not exist and S3_CREATE_BUCKET is false", cfg.Bucket)
+		case errors.Is(err, ErrDenied) && cfg.AccessKey == "":
+			return fmt.Errorf("S3 refused the credentials of the AWS SDK's default chain "+
+				"(S3_ACCESS_KEY and S3_SECRET_KEY are unset): %w", err)
+		case errors.Is(err, ErrDenied):
+			return fmt.Errorf("S3 refused kv's credentials: check S3_ACCESS_KEY and S3_SECRET_KEY: %w", err)
 		}
 		log.Warn("bucket not ready, retrying", "bucket", cfg.Bucket, "err", err, "retry_in", wait.String())
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("bucket %q not ready after %s: %w", cfg.Bucket, cfg.StartupTimeout, err)
+			return fmt.Errorf("bucket %q not ready after STARTUP_TIMEOUT (%s): %w", cfg.Bucket, cfg.StartupTimeout, err)
 		case <-time.After(wait):
 		}
 	}
@@ -322,13 +283,14 @@ func sweep(ctx context.Context, log *slog.Logger, st *Store, m *metrics, interva
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			n, err := st.Sweep(ctx)
-			m.reclaimed.Add(int64(n))
-			if err != nil && ctx.Err() == nil {
-				log.Warn("ttl sweep failed", "err", err, "deleted", n)
-			} else if n > 0 {
-				log.Info("ttl sweep", "deleted", n)
-			}
+		}
+		n, err := st.Sweep(ctx)
+		m.reclaimed.Add(int64(n))
+		switch {
+		case err != nil && ctx.Err() == nil:
+			log.Warn("ttl sweep failed", "err", err, "deleted", n)
+		case n > 0:
+			log.Info("ttl sweep", "deleted", n)
 		}
 	}
 }
@@ -349,20 +311,23 @@ func newS3Client(ctx context.Context, cfg config, m *metrics) (*s3.Client, error
 		return nil, fmt.Errorf("aws config: %w", err)
 	}
 	return s3.NewFromConfig(awsCfg, func(o *s3.Options) {
-		if cfg.S3Endpoint != "" {
-			o.BaseEndpoint, o.UsePathStyle = aws.String(cfg.S3Endpoint), true
+		if cfg.Endpoint != "" {
+			o.BaseEndpoint, o.UsePathStyle = aws.String(cfg.Endpoint), true
 		}
 		// S3-compatible stores mishandle the default checksums of service/s3 v1.73+.
 		o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
 		o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
-		// Sign an unsigned payload, so a PUT streams its body instead of hashing (and so holding) it first.
+		// Sign an unsigned payload, so a PUT streams its body instead of hashing (and so holding) it first,
+		// and send it at once rather than wait for a "100 Continue" first (the SDK's default from 2 MiB).
 		o.APIOptions = append(o.APIOptions, v4.SwapComputePayloadSHA256ForUnsignedPayloadMiddleware)
+		o.ContinueHeaderThresholdBytes = -1
 		o.HTTPClient = s3Transport{o.HTTPClient, m}
 	}), nil
 }
 
-// s3Transport is the S3 client's HTTP client: it counts each attempt by operation and outcome, and strips
-// the request URL, which names the key, from transport errors, so that no key reaches a log.
+// s3Transport is the S3 client's HTTP client: it counts each attempt by operation and S3's status code (0:
+// no answer), and strips the request URL, which names the key, from transport errors, so that no key reaches
+// a log.
 type s3Transport struct {
 	next aws.HTTPClient
 	m    *metrics
@@ -371,32 +336,26 @@ type s3Transport struct {
 func (t s3Transport) Do(req *http.Request) (*http.Response, error) {
 	start := time.Now()
 	resp, err := t.next.Do(req)
+	code := 0
 	var ue *url.Error
 	if errors.As(err, &ue) {
 		ue.URL = req.URL.Scheme + "://" + req.URL.Host
+	} else if err == nil {
+		code = resp.StatusCode
 	}
-	outcome := "error"
-	switch {
-	case err != nil:
-	case resp.StatusCode < 300:
-		outcome = "ok"
-	case resp.StatusCode == 404:
-		outcome = "not_found"
-	case resp.StatusCode == 412:
-		outcome = "precondition_failed"
-	}
-	observe(&t.m.s3, seriesKey{awsmiddleware.GetOperationName(req.Context()), outcome, 0}, time.Since(start))
+	t.m.observe(t.m.s3, series{awsmiddleware.GetOperationName(req.Context()), "", code}, time.Since(start))
 	return resp, err
 }
 
 // healthcheck is the container's probe: the image has no shell or curl.
 func healthcheck(port string) error {
 	resp, err := (&http.Client{Timeout: 3 * time.Second}).Get("http://127.0.0.1:" + port + "/readyz")
-	if err == nil && resp.StatusCode != http.StatusOK {
-		err = errors.New("readyz: " + resp.Status)
+	if err != nil {
+		return err
 	}
-	if resp != nil {
-		resp.Body.Close()
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return errors.New("readyz: " + resp.Status)
 	}
-	return err
+	return nil
 }

@@ -14,7 +14,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -30,8 +29,8 @@ const (
 	indexWidth   = 11   // zero-padded Unix seconds, so index entries list in expiry order
 	maxObjectKey = 1024 // S3's limit on an object name; keys up to maxObjectKey-15 bytes always fit
 	expiresMeta  = "expires-at"
-	sweepPage    = 1000 // index entries per step: the most one LIST returns and one DeleteObjects takes
-	inFlight     = 32   // HEADs at once while sweeping or listing
+	sweepPage    = 1000 // index entries per LIST while sweeping
+	inFlight     = 32   // S3 calls at once while sweeping or listing
 	cacheMaxItem = 1 << 20
 )
 
@@ -41,6 +40,7 @@ var (
 	ErrBadKey       = errors.New("key rejected by storage")
 	ErrBadVersion   = errors.New("malformed version id")
 	ErrNoBucket     = errors.New("bucket does not exist")
+	ErrDenied       = errors.New("access denied")
 )
 
 // objectPath names a key's object: every "!" doubled, then one "!" at the end. MinIO keeps objects as
@@ -63,13 +63,11 @@ func keyOf(path string) (string, bool) {
 	return key, objectPath(key, false) == path
 }
 
-// indexKey rounds the expiry up to the second, so an entry is due only once its value has expired.
+// dueSecond rounds an expiry up to the second, so an index entry is due only once its value has expired.
+func dueSecond(at time.Time) int64 { return at.Add(time.Second - 1).Unix() }
+
 func indexKey(key string, at time.Time) string {
-	sec := at.Unix()
-	if at.Nanosecond() > 0 {
-		sec++
-	}
-	return fmt.Sprintf("%s%0*d/%s", indexPrefix, indexWidth, sec, objectPath(key, false))
+	return fmt.Sprintf("%s%0*d/%s", indexPrefix, indexWidth, dueSecond(at), objectPath(key, false))
 }
 
 // s3API is the part of *s3.Client the store calls, so unit tests can hand it a fake.
@@ -78,7 +76,6 @@ type s3API interface {
 	GetObject(context.Context, *s3.GetObjectInput, ...func(*s3.Options)) (*s3.GetObjectOutput, error)
 	HeadObject(context.Context, *s3.HeadObjectInput, ...func(*s3.Options)) (*s3.HeadObjectOutput, error)
 	DeleteObject(context.Context, *s3.DeleteObjectInput, ...func(*s3.Options)) (*s3.DeleteObjectOutput, error)
-	DeleteObjects(context.Context, *s3.DeleteObjectsInput, ...func(*s3.Options)) (*s3.DeleteObjectsOutput, error)
 	ListObjectsV2(context.Context, *s3.ListObjectsV2Input, ...func(*s3.Options)) (*s3.ListObjectsV2Output, error)
 	ListObjectVersions(context.Context, *s3.ListObjectVersionsInput,
 		...func(*s3.Options)) (*s3.ListObjectVersionsOutput, error)
@@ -90,8 +87,6 @@ type s3API interface {
 		...func(*s3.Options)) (*s3.GetBucketVersioningOutput, error)
 }
 
-var _ s3API = (*s3.Client)(nil)
-
 // Meta describes one stored value.
 type Meta struct {
 	Size         int64       `json:"size"`
@@ -100,7 +95,7 @@ type Meta struct {
 	LastModified time.Time   `json:"-"`
 	ExpiresAt    time.Time   `json:"expires_at,omitzero"` // zero: never
 	Version      string      `json:"version,omitempty"`
-	header       http.Header // response headers, formatted once for a cached value
+	header       http.Header // a cached value's response headers, formatted once (valueHeader)
 }
 
 // PutOptions are a write's content type, preconditions and expiry.
@@ -114,14 +109,12 @@ type PutOptions struct {
 // Store keeps values in one S3 bucket. Each S3 call is bounded by timeout; a value's stream is bounded by
 // timeout without progress rather than in total, so a large value takes as long as it needs.
 type Store struct {
-	s3      s3API
-	bucket  string
-	timeout time.Duration
-	now     func() time.Time
-	cache   *cache // nil: off
-	// ready is set once Setup has checked the bucket; versioned is written before it and read only after.
-	ready     atomic.Bool
-	versioned bool
+	s3        s3API
+	bucket    string
+	timeout   time.Duration
+	now       func() time.Time
+	cache     *cache // nil: off
+	versioned bool   // set by Setup, before kv serves
 }
 
 func newStore(client s3API, bucket string, timeout time.Duration, c *cache) *Store {
@@ -130,8 +123,8 @@ func newStore(client s3API, bucket string, timeout time.Duration, c *cache) *Sto
 
 func (s *Store) expired(m Meta) bool { return !m.ExpiresAt.IsZero() && !s.now().Before(m.ExpiresAt) }
 
-// Setup checks the bucket (creating it when create is set), enables versioning when asked, notes whether the
-// bucket keeps versions, and then marks the store ready.
+// Setup checks the bucket (creating it when create is set), enables versioning when asked, and notes whether
+// the bucket keeps versions.
 func (s *Store) Setup(ctx context.Context, create, versioning bool) error {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
@@ -155,10 +148,10 @@ func (s *Store) Setup(ctx context.Context, create, versioning bool) error {
 	if err != nil {
 		return fail("get versioning", err)
 	}
-	if s.versioned = out.Status == types.BucketVersioningStatusEnabled; versioning && !s.versioned {
+	s.versioned = out.Status == types.BucketVersioningStatusEnabled
+	if versioning && !s.versioned {
 		return fmt.Errorf("versioning is %q after enabling it", out.Status)
 	}
-	s.ready.Store(true)
 	return nil
 }
 
@@ -175,62 +168,82 @@ func (s *Store) Ready(ctx context.Context) error {
 
 // Put stores body (size bytes) under key. Preconditions are judged against the live value (an expired one
 // counts as absent) and enforced by S3's conditional PutObject, so a concurrent writer cannot slip in between.
-func (s *Store) Put(ctx context.Context, key string, body io.Reader, size int64, o PutOptions) (Meta, error) {
-	s.cache.writing(key, 1)
-	defer s.cache.writing(key, -1)
+func (s *Store) Put(ctx context.Context, key string, body io.Reader, size int64, o PutOptions) (m Meta, err error) {
+	s.cache.writing(key, 1, nil)
+	defer func() { s.cache.writing(key, -1, err) }()
 	in := &s3.PutObjectInput{Bucket: &s.bucket, Key: aws.String(valueName(key)), ContentLength: &size,
 		ContentType: &o.ContentType}
-	if err := s.precondition(ctx, key, o, in); err != nil {
+	in.IfMatch, in.IfNoneMatch, err = s.precondition(ctx, key, o.IfMatch, o.IfNoneMatch)
+	if err != nil {
 		return Meta{}, err
 	}
-	m := Meta{Size: size, ContentType: o.ContentType}
+	m = Meta{Size: size, ContentType: o.ContentType}
 	if o.TTL > 0 {
 		// The index entry goes first: a crash in between leaves a stale entry, never a value nothing reclaims.
 		m.ExpiresAt = s.now().Add(o.TTL).UTC()
-		ictx, cancel := context.WithTimeout(ctx, s.timeout)
-		_, err := s.s3.PutObject(ictx, &s3.PutObjectInput{Bucket: &s.bucket,
-			Key: aws.String(indexKey(key, m.ExpiresAt)), ContentLength: aws.Int64(0), Body: strings.NewReader("")})
-		if cancel(); err != nil {
-			return Meta{}, fail("put index", err)
+		in.Metadata = map[string]string{expiresMeta: m.ExpiresAt.Format(time.RFC3339Nano)}
+		if err := s.putIndex(ctx, key, m.ExpiresAt); err != nil {
+			return Meta{}, err
 		}
-		in.Metadata = map[string]string{expiresMeta: m.ExpiresAt.UTC().Format(time.RFC3339Nano)}
 	}
-	ctx, cancel := context.WithCancel(ctx)
+	uploadCtx, cancel := context.WithCancel(ctx)
 	idle := &idleReader{r: body, t: time.AfterFunc(s.timeout, cancel), d: s.timeout, cancel: cancel}
 	defer idle.Close()
 	in.Body = idle
-	out, err := s.s3.PutObject(ctx, in)
-	if err = fail("put", err); errors.Is(err, ErrNotFound) && in.IfMatch != nil {
-		return Meta{}, ErrPrecondition // deleted since the HEAD: If-Match on an absent key
-	} else if err != nil {
-		return Meta{}, err
+	out, err := s.s3.PutObject(uploadCtx, in)
+	if err != nil {
+		return Meta{}, goneSinceHead(fail("put", err), in.IfMatch)
 	}
 	m.ETag, m.Version = aws.ToString(out.ETag), aws.ToString(out.VersionId)
-	return m, nil
+	// A sweep that looked for the value before this slow upload landed may have dropped its entry (sweeps
+	// take entries a second early; one more second allows for clocks). The sweep looks again after dropping
+	// an entry, and this puts it again after landing: one of the two sees the other.
+	if o.TTL > 0 && !s.now().Before(time.Unix(dueSecond(m.ExpiresAt)-2, 0)) {
+		err = s.putIndex(ctx, key, m.ExpiresAt)
+	}
+	return m, err
 }
 
-// precondition checks a conditional write against the live value and makes the PutObject conditional on
-// exactly the object it checked.
-func (s *Store) precondition(ctx context.Context, key string, o PutOptions, in *s3.PutObjectInput) error {
-	if o.IfMatch == "" && !o.IfNoneMatch {
-		return nil
+func (s *Store) putIndex(ctx context.Context, key string, expiresAt time.Time) error {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	_, err := s.s3.PutObject(ctx, &s3.PutObjectInput{Bucket: &s.bucket, Key: aws.String(indexKey(key, expiresAt)),
+		ContentLength: aws.Int64(0), Body: strings.NewReader("")})
+	return fail("put index", err)
+}
+
+// precondition judges If-Match (an ETag list, or *) or If-None-Match: * against the live value, and returns
+// the conditions that hold S3 to exactly what it saw: the ETag the object must still have, or none at all.
+// An expired value that is not swept yet counts as absent, and is reclaimed first.
+func (s *Store) precondition(ctx context.Context, key, ifMatch string, ifNoneMatch bool) (match, none *string,
+	err error) {
+	if ifMatch == "" && !ifNoneMatch {
+		return nil, nil, nil
 	}
 	cur, err := s.Head(ctx, key, "")
 	switch {
-	case errors.Is(err, ErrNotFound) && o.IfMatch != "":
-		return ErrPrecondition
-	case errors.Is(err, ErrNotFound) && cur.ETag != "": // expired, not swept yet: replace exactly that object
-		in.IfMatch = &cur.ETag
+	case errors.Is(err, ErrNotFound) && ifMatch != "":
+		return nil, nil, ErrPrecondition
+	case errors.Is(err, ErrNotFound) && cur.ETag != "":
+		_, err = s.reclaim(ctx, key, cur)
+		return nil, aws.String("*"), err
 	case errors.Is(err, ErrNotFound):
-		in.IfNoneMatch = aws.String("*")
+		return nil, aws.String("*"), nil
 	case err != nil:
-		return err
-	case o.IfNoneMatch || !etagMatch(o.IfMatch, cur.ETag, false):
-		return ErrPrecondition
-	default:
-		in.IfMatch = &cur.ETag
+		return nil, nil, err
+	case ifNoneMatch || !etagMatch(ifMatch, cur.ETag, false):
+		return nil, nil, ErrPrecondition
 	}
-	return nil
+	return &cur.ETag, nil, nil
+}
+
+// goneSinceHead turns S3's "no such key" for a write conditional on an ETag into a failed precondition: the
+// value went between kv's HEAD and the write.
+func goneSinceHead(err error, etag *string) error {
+	if etag != nil && errors.Is(err, ErrNotFound) {
+		return ErrPrecondition
+	}
+	return err
 }
 
 // Get returns the value's body, which the caller must close; an expired value is ErrNotFound. With the cache
@@ -241,28 +254,22 @@ func (s *Store) Get(ctx context.Context, key, version string) (io.ReadCloser, Me
 	}
 	e, gen := s.cache.get(key, s.now())
 	if e != nil {
-		return newMemBody(e.value), e.meta, nil
+		return io.NopCloser(bytes.NewReader(e.value)), e.meta, nil
 	}
-	defer func() { s.cache.fill(key, gen, e) }()
 	body, m, err := s.getObject(ctx, key, "")
 	if err != nil || !s.cache.fits(m.Size) {
 		return body, m, err
 	}
 	value := make([]byte, m.Size)
 	_, err = io.ReadFull(body, value)
-	if body.Close(); err != nil {
+	body.Close()
+	if err != nil {
 		return nil, Meta{}, fmt.Errorf("s3 get: reading the value: %w", err)
 	}
 	m.header = valueHeader(m)
-	e = &cacheEntry{key: key, value: value, meta: m, stored: s.now()}
-	return newMemBody(value), m, nil
+	s.cache.fill(&cacheEntry{key: key, value: value, meta: m, stored: s.now()}, gen)
+	return io.NopCloser(bytes.NewReader(value)), m, nil
 }
-
-// memBody serves a value held in memory (one allocation, where NopCloser over a bytes.Reader takes two).
-type memBody struct{ bytes.Reader }
-
-func newMemBody(b []byte) *memBody { m := &memBody{}; m.Reset(b); return m }
-func (*memBody) Close() error      { return nil }
 
 func (s *Store) getObject(ctx context.Context, key, version string) (io.ReadCloser, Meta, error) {
 	ctx, cancel := context.WithCancel(ctx)
@@ -273,6 +280,7 @@ func (s *Store) getObject(ctx context.Context, key, version string) (io.ReadClos
 		idle.Close()
 		return nil, Meta{}, failObject("get", version, err)
 	}
+	idle.t.Stop() // until the first Read: from here the timer counts only S3's time
 	idle.r = out.Body
 	m := meta(out.ContentLength, out.ETag, out.ContentType, out.LastModified, out.Metadata, out.VersionId)
 	if s.expired(m) {
@@ -285,23 +293,16 @@ func (s *Store) getObject(ctx context.Context, key, version string) (io.ReadClos
 // Head returns the value's metadata; an expired value is ErrNotFound, with its metadata. S3 answers a HEAD in
 // a missing bucket as if the key were missing (a 404 without a body), so an absence is checked with the bucket.
 func (s *Store) Head(ctx context.Context, key, version string) (Meta, error) {
-	m, err := s.head(ctx, key, version)
-	if errors.Is(err, ErrNotFound) && m.ETag == "" {
-		if berr := s.Ready(ctx); berr != nil {
-			return m, berr
-		}
-	}
-	return m, err
-}
-
-// head is Head for callers that have just seen the bucket answer.
-func (s *Store) head(ctx context.Context, key, version string) (Meta, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	hctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	out, err := s.s3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &s.bucket, Key: aws.String(valueName(key)),
+	out, err := s.s3.HeadObject(hctx, &s3.HeadObjectInput{Bucket: &s.bucket, Key: aws.String(valueName(key)),
 		VersionId: nonEmpty(version)})
-	if err != nil {
-		return Meta{}, failObject("head", version, err)
+	err = failObject("head", version, err)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return Meta{}, cmp.Or(s.Ready(ctx), err)
+	case err != nil:
+		return Meta{}, err
 	}
 	m := meta(out.ContentLength, out.ETag, out.ContentType, out.LastModified, out.Metadata, out.VersionId)
 	if s.expired(m) {
@@ -311,213 +312,206 @@ func (s *Store) head(ctx context.Context, key, version string) (Meta, error) {
 }
 
 // Delete removes key, or with a version that one version (or delete marker) for good. It is idempotent: S3
-// deletes whether or not there was anything, so whether this call removed a value is unknowable.
-func (s *Store) Delete(ctx context.Context, key, version string) error {
-	s.cache.writing(key, 1)
-	defer s.cache.writing(key, -1)
+// deletes whether or not there was anything, so whether this call removed a value is unknowable. With
+// ifMatch it deletes only a live value whose ETag the list names, else ErrPrecondition; S3 is asked to hold
+// to that ETag too (MinIO ignores it: a write landing between the HEAD and the delete can be deleted).
+func (s *Store) Delete(ctx context.Context, key, version, ifMatch string) (err error) {
+	s.cache.writing(key, 1, nil)
+	defer func() { s.cache.writing(key, -1, err) }()
+	etag, _, err := s.precondition(ctx, key, ifMatch, false)
+	if err != nil {
+		return err
+	}
+	_, err = s.deleteObject(ctx, valueName(key), version, aws.ToString(etag))
+	if err != nil || version == "" {
+		return goneSinceHead(err, etag)
+	}
+	return s.reindex(ctx, key) // the version now current may have lost its entry while it lay buried
+}
+
+// reindex puts back the index entry of key's value, if it has an expiry: a value can surface without one (a
+// version below one deleted by id, or an upload that a sweep looked for before it landed).
+func (s *Store) reindex(ctx context.Context, key string) error {
+	m, err := s.Head(ctx, key, "")
+	switch {
+	case err != nil && !errors.Is(err, ErrNotFound):
+		return err
+	case m.ExpiresAt.IsZero():
+		return nil
+	}
+	return s.putIndex(ctx, key, m.ExpiresAt)
+}
+
+func (s *Store) deleteObject(ctx context.Context, name, version, etag string) (*s3.DeleteObjectOutput, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	_, err := s.s3.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &s.bucket, Key: aws.String(valueName(key)),
-		VersionId: nonEmpty(version)})
-	return failObject("delete", version, err)
+	out, err := s.s3.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &s.bucket, Key: &name,
+		VersionId: nonEmpty(version), IfMatch: nonEmpty(etag)})
+	return out, failObject("delete", version, err)
 }
 
-// List returns up to limit live keys under prefix, in the order of their object names, after the object path
-// cursor names. The cursor is an object path, not a key, so a walk moves past objects kv did not write. next
-// is the cursor of the following page; empty on the last.
-func (s *Store) List(ctx context.Context, prefix, cursor string, limit int) (keys []string, next string, err error) {
-	in := &s3.ListObjectsV2Input{Bucket: &s.bucket, Prefix: aws.String(valuePrefix + objectPath(prefix, true))}
-	for next = cursor; len(keys) < limit; {
-		// One object more than the page needs proves that more follow: MinIO can answer IsTruncated=false
-		// with objects still to come (seen with start-after and a small max-keys).
-		want := limit - len(keys)
-		in.MaxKeys, in.StartAfter = aws.Int32(int32(want+1)), aws.String(valuePrefix+next)
-		out, err := s.list(ctx, in, "list")
-		if err != nil {
-			return nil, "", err
-		}
-		more := len(out.Contents) > want || aws.ToBool(out.IsTruncated)
-		var page []string
-		for _, o := range out.Contents[:min(want, len(out.Contents))] {
-			next = strings.TrimPrefix(aws.ToString(o.Key), valuePrefix)
-			if key, ok := keyOf(next); ok && strings.HasPrefix(key, prefix) {
-				page = append(page, key)
-			}
-		}
-		if page, err = s.live(ctx, page); err != nil {
-			return nil, "", err
-		}
-		if keys = append(keys, page...); !more {
-			return keys, "", nil
-		}
-	}
-	return keys, next, nil
-}
-
-// live drops the keys whose value has expired but is not swept yet. Only keys with a due index entry can be
-// such: when the due entries fit in a read the size of the page, only the keys named there are checked,
-// else every key of the page is, so a listing never reads more of the index than its page needs.
-func (s *Store) live(ctx context.Context, keys []string) ([]string, error) {
-	if len(keys) == 0 {
-		return keys, nil
-	}
-	in := &s3.ListObjectsV2Input{Bucket: &s.bucket, Prefix: aws.String(indexPrefix),
-		MaxKeys: aws.Int32(int32(len(keys)))}
-	out, err := s.list(ctx, in, "list index")
+// List returns the live keys among the next limit objects under prefix, in the order of their names, after
+// the cursor after (an object path: a walk moves past objects kv did not write). A page is short when it
+// passed expired values or other objects; next is the cursor of the following page, empty on the last.
+func (s *Store) List(ctx context.Context, prefix, after string, limit int) (keys []string, next string, err error) {
+	out, err := s.list(ctx, &s3.ListObjectsV2Input{Bucket: &s.bucket, MaxKeys: aws.Int32(int32(limit + 1)),
+		Prefix: aws.String(valuePrefix + objectPath(prefix, true)), StartAfter: aws.String(valuePrefix + after)})
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	due, all := dueEntries(out, s.now())
-	check := keys
-	if all {
-		check = nil
-		for _, e := range due {
-			check = append(check, e.key)
+	page := out.Contents[:min(limit, len(out.Contents))]
+	for _, o := range page {
+		key, ok := keyOf(strings.TrimPrefix(aws.ToString(o.Key), valuePrefix))
+		if ok && strings.HasPrefix(key, prefix) {
+			keys = append(keys, key)
 		}
 	}
-	heads := s.heads(ctx, check)
-	keys = slices.DeleteFunc(keys, func(k string) bool {
-		h, ok := heads[k]
-		if ok && h.err != nil && !errors.Is(h.err, ErrNotFound) {
-			err = cmp.Or(err, h.err)
+	// One object more than the page proves that more follow: MinIO can answer IsTruncated=false with
+	// objects still to come (seen with start-after and a small max-keys).
+	if len(out.Contents) > limit || aws.ToBool(out.IsTruncated) && len(page) > 0 {
+		next = strings.TrimPrefix(aws.ToString(page[len(page)-1].Key), valuePrefix)
+	}
+	keys, err = s.live(ctx, keys)
+	return keys, next, err
+}
+
+// live drops the keys whose value has expired (or gone since the listing), HEADing them inFlight at a time.
+func (s *Store) live(ctx context.Context, keys []string) ([]string, error) {
+	errs := make([]error, len(keys))
+	parallel(len(keys), func(i int) { _, errs[i] = s.Head(ctx, keys[i], "") })
+	var live []string
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			live = append(live, keys[i])
+		case !errors.Is(err, ErrNotFound):
+			return nil, err
 		}
-		return ok && errors.Is(h.err, ErrNotFound)
-	})
-	return keys, err
+	}
+	return live, nil
 }
 
-type headResult struct {
-	meta Meta
-	err  error
-}
-
-// heads HEADs keys, inFlight at a time.
-func (s *Store) heads(ctx context.Context, keys []string) map[string]headResult {
-	results := make(map[string]headResult, len(keys))
-	var mu sync.Mutex
+// parallel calls f(0) to f(n-1), inFlight at a time, and returns once all have returned.
+func parallel(n int, f func(i int)) {
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, inFlight)
-	for _, key := range keys {
+	for i := range n {
 		sem <- struct{}{}
 		wg.Go(func() {
-			m, err := s.head(ctx, key, "")
-			mu.Lock()
-			results[key] = headResult{m, err}
-			mu.Unlock()
-			<-sem
+			defer func() { <-sem }()
+			f(i)
 		})
 	}
 	wg.Wait()
-	return results
 }
 
-// dueEntry is an index entry whose second has come (or comes within the next one).
-type dueEntry struct{ name, key string }
-
-// dueEntries returns the due entries of a page of the index, and whether the page held every due entry.
-// Entries name the second after their expiry, so it looks one second ahead: a value that expired earlier in
-// this second goes now; the HEAD decides.
-func dueEntries(out *s3.ListObjectsV2Output, now time.Time) (due []dueEntry, all bool) {
-	for _, o := range out.Contents {
-		name := aws.ToString(o.Key)
-		sec, path, _ := strings.Cut(strings.TrimPrefix(name, indexPrefix), "/")
-		n, err := strconv.ParseInt(sec, 10, 64)
-		if key, ok := keyOf(path); err == nil && ok {
-			if n > now.Unix()+1 {
-				return due, true
-			}
-			due = append(due, dueEntry{name, key})
-		}
-	}
-	return due, !aws.ToBool(out.IsTruncated)
-}
-
-func (s *Store) list(ctx context.Context, in *s3.ListObjectsV2Input, op string) (*s3.ListObjectsV2Output, error) {
+func (s *Store) list(ctx context.Context, in *s3.ListObjectsV2Input) (*s3.ListObjectsV2Output, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	out, err := s.s3.ListObjectsV2(ctx, in)
-	return out, fail(op, err)
+	return out, fail("list", err)
 }
 
-// Sweep deletes expired values and their index entries, a page of due entries at a time, so its work and
-// memory grow with a page, never with the bucket or the backlog. It returns how many values it deleted.
+// Sweep reclaims expired values. It reads the index a page at a time, up to the first entry not due, and
+// sweeps each key with due entries, inFlight keys at a time, so its work and memory grow with a page, never
+// with the bucket or the backlog. It returns how many values it deleted.
 func (s *Store) Sweep(ctx context.Context) (deleted int, err error) {
 	in := &s3.ListObjectsV2Input{Bucket: &s.bucket, Prefix: aws.String(indexPrefix), MaxKeys: aws.Int32(sweepPage)}
 	for {
-		out, lerr := s.list(ctx, in, "list index")
+		out, lerr := s.list(ctx, in)
 		if lerr != nil {
-			return deleted, lerr
+			return deleted, errors.Join(err, lerr)
 		}
-		due, all := dueEntries(out, s.now())
-		n, perr := s.sweepPage(ctx, due)
-		if deleted, err = deleted+n, cmp.Or(err, perr); all || len(out.Contents) == 0 || ctx.Err() != nil {
+		keys, entries, more := dueEntries(out, s.now())
+		swept := make([]bool, len(keys))
+		errs := make([]error, len(keys))
+		parallel(len(keys), func(i int) { swept[i], errs[i] = s.sweepKey(ctx, keys[i], entries[keys[i]]) })
+		for _, ok := range swept {
+			if ok {
+				deleted++
+			}
+		}
+		err = errors.Join(append(errs, err)...)
+		if !more || ctx.Err() != nil {
 			return deleted, err
 		}
 		in.StartAfter = out.Contents[len(out.Contents)-1].Key // what this page kept stays behind
 	}
 }
 
-// sweepPage HEADs the keys of due entries in parallel and deletes the expired values in one batch, each on
-// the ETag it had: S3 then spares a value rewritten since (MinIO ignores the condition); with versioning that
-// lays delete markers, so the expired version stays in the history, as a DELETE leaves it. Another batch then
-// drops the entries that are done: an entry stays while it is its live key's own, while its key's HEAD
-// failed, or while its value could not be deleted.
-func (s *Store) sweepPage(ctx context.Context, due []dueEntry) (int, error) {
-	keys := make([]string, 0, len(due))
-	for _, e := range due {
-		keys = append(keys, e.key)
-	}
-	slices.Sort(keys)
-	heads := s.heads(ctx, slices.Compact(keys))
-	var values, done []types.ObjectIdentifier
-	for key, h := range heads {
-		if errors.Is(h.err, ErrNotFound) && h.meta.ETag != "" {
-			values = append(values,
-				types.ObjectIdentifier{Key: aws.String(valueName(key)), ETag: aws.String(h.meta.ETag)})
-			s.cache.writing(key, 1) // a delete, as far as the cache knows: MinIO may delete a racing rewrite
-			defer s.cache.writing(key, -1)
+// dueEntries groups the due entries of a page of the index by key, and tells whether due entries may follow.
+// Entries name the second after their expiry, so it takes them a second early: a value that expired earlier
+// in this second goes now; the HEAD decides.
+func dueEntries(out *s3.ListObjectsV2Output, now time.Time) (keys []string, entries map[string][]string, more bool) {
+	entries = map[string][]string{}
+	for _, o := range out.Contents {
+		name := aws.ToString(o.Key)
+		sec, path, _ := strings.Cut(strings.TrimPrefix(name, indexPrefix), "/")
+		n, err := strconv.ParseInt(sec, 10, 64)
+		key, ok := keyOf(path)
+		if err != nil || !ok {
+			continue
 		}
-	}
-	deleted, failed, err := s.deleteBatch(ctx, values)
-	for _, e := range due {
-		switch h := heads[e.key]; {
-		case h.err != nil && !errors.Is(h.err, ErrNotFound):
-			err = cmp.Or(err, h.err)
-		case h.err == nil && !h.meta.ExpiresAt.IsZero() && indexKey(e.key, h.meta.ExpiresAt) == e.name:
-		case !failed[valueName(e.key)]:
-			done = append(done, types.ObjectIdentifier{Key: aws.String(e.name)})
+		if n > now.Unix()+1 {
+			return keys, entries, false
 		}
+		if entries[key] == nil {
+			keys = append(keys, key)
+		}
+		entries[key] = append(entries[key], name)
 	}
-	_, _, derr := s.deleteBatch(ctx, done)
-	return deleted, cmp.Or(err, derr)
+	return keys, entries, aws.ToBool(out.IsTruncated) && len(out.Contents) > 0
 }
 
-// deleteBatch deletes up to 1000 objects in one request. It returns how many it deleted and which it could
-// not; an object that changed or went since it was seen is neither.
-func (s *Store) deleteBatch(ctx context.Context, objects []types.ObjectIdentifier) (int, map[string]bool, error) {
-	failed := map[string]bool{}
-	if len(objects) == 0 {
-		return 0, failed, nil
+// sweepKey HEADs a key with due entries, deletes its value if it has expired, and then the entries done
+// with: all but the entry of a live TTL value. A key without a value may be an upload that lands after the
+// HEAD; once its entries are gone it is looked at again, and a value that landed gets its entry back (Put,
+// after landing, puts it again too: one of the two sees the other). deleted tells whether a value went.
+func (s *Store) sweepKey(ctx context.Context, key string, entries []string) (deleted bool, err error) {
+	m, err := s.Head(ctx, key, "")
+	absent := errors.Is(err, ErrNotFound) && m.ETag == ""
+	switch {
+	case absent:
+		err = nil
+	case errors.Is(err, ErrNotFound):
+		deleted, err = s.reclaim(ctx, key, m)
+	case err == nil && !m.ExpiresAt.IsZero():
+		own := indexKey(key, m.ExpiresAt)
+		entries = slices.DeleteFunc(entries, func(e string) bool { return e == own })
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
-	defer cancel()
-	out, err := s.s3.DeleteObjects(ctx, &s3.DeleteObjectsInput{Bucket: &s.bucket,
-		Delete: &types.Delete{Objects: objects, Quiet: aws.Bool(true)}})
-	if err != nil {
-		for _, o := range objects {
-			failed[*o.Key] = true
+	for _, e := range entries {
+		if err == nil {
+			_, err = s.deleteObject(ctx, e, "", "")
 		}
-		return 0, failed, fail("delete batch", err)
 	}
-	for _, e := range out.Errors {
-		if code := aws.ToString(e.Code); code != "PreconditionFailed" && code != "NoSuchKey" {
-			failed[aws.ToString(e.Key)] = true
-		}
+	if err == nil && absent {
+		err = s.reindex(ctx, key)
 	}
-	if len(failed) > 0 {
-		err = fmt.Errorf("s3 delete batch: %d of %d objects refused", len(failed), len(objects))
+	return deleted, err
+}
+
+// reclaim deletes key's expired value m on the ETag it had: S3 then spares a value written since with other
+// bytes (MinIO ignores the condition). On a versioned bucket the delete lays a marker, so the expired version
+// stays in the history, as a DELETE leaves it; should the marker have buried a newer version (a write of the
+// same bytes, so the same ETag, landed since the HEAD), the marker goes again, which brings that version
+// back. deleted is false when the value was spared.
+func (s *Store) reclaim(ctx context.Context, key string, m Meta) (deleted bool, err error) {
+	s.cache.writing(key, 1, nil) // MinIO may delete a racing rewrite: the cache must not keep it
+	defer func() { s.cache.writing(key, -1, err) }()
+	out, err := s.deleteObject(ctx, valueName(key), "", m.ETag)
+	switch {
+	case errors.Is(err, ErrPrecondition) || errors.Is(err, ErrNotFound):
+		return false, nil
+	case err != nil || !aws.ToBool(out.DeleteMarker):
+		return err == nil, err
 	}
-	return len(objects) - len(out.Errors), failed, err
+	marker := aws.ToString(out.VersionId)
+	below, _, err := s.Versions(ctx, key, marker, 1)
+	if err != nil || len(below) == 0 || below[0].Version == m.Version || below[0].Deleted {
+		return err == nil, err
+	}
+	_, err = s.deleteObject(ctx, valueName(key), marker, "")
+	return false, err
 }
 
 // Version is one entry of a key's history.
@@ -544,24 +538,24 @@ func (s *Store) Versions(ctx context.Context, key, after string, limit int) (vs 
 	if err != nil {
 		return nil, "", failObject("list versions", after, err)
 	}
-	add := func(k, id *string, mod *time.Time, latest *bool, v Version) {
-		if aws.ToString(k) == name { // the prefix also selects longer keys
-			v.Version, v.LastModified, v.Latest = aws.ToString(id), aws.ToTime(mod), aws.ToBool(latest)
-			vs = append(vs, v)
+	for _, v := range out.Versions {
+		if aws.ToString(v.Key) == name { // the prefix also selects longer keys
+			vs = append(vs, Version{Version: aws.ToString(v.VersionId), Size: aws.ToInt64(v.Size),
+				ETag: aws.ToString(v.ETag), LastModified: aws.ToTime(v.LastModified), Latest: aws.ToBool(v.IsLatest)})
 		}
 	}
-	for _, v := range out.Versions {
-		add(v.Key, v.VersionId, v.LastModified, v.IsLatest,
-			Version{Size: aws.ToInt64(v.Size), ETag: aws.ToString(v.ETag)})
-	}
 	for _, d := range out.DeleteMarkers {
-		add(d.Key, d.VersionId, d.LastModified, d.IsLatest, Version{Deleted: true})
+		if aws.ToString(d.Key) == name {
+			vs = append(vs, Version{Version: aws.ToString(d.VersionId), LastModified: aws.ToTime(d.LastModified),
+				Latest: aws.ToBool(d.IsLatest), Deleted: true})
+		}
 	}
 	// S3 returns versions and delete markers apart; the history is one list, newest (and latest) first.
 	slices.SortStableFunc(vs, func(a, b Version) int {
-		if c := b.LastModified.Compare(a.LastModified); c != 0 || a.Latest == b.Latest {
+		switch c := b.LastModified.Compare(a.LastModified); {
+		case c != 0 || a.Latest == b.Latest:
 			return c
-		} else if a.Latest {
+		case a.Latest:
 			return -1
 		}
 		return 1
@@ -581,18 +575,21 @@ func errorCode(err error) string {
 	return ""
 }
 
-// sentinels are the store's errors for the S3 error codes it understands.
+// sentinels are the store's errors for the S3 error codes it understands. (Versity's POSIX gateway answers
+// ExistingObjectIsDirectory for a path segment too long to be a folder.)
 var sentinels = map[string]error{"NoSuchKey": ErrNotFound, "NotFound": ErrNotFound, "NoSuchVersion": ErrNotFound,
-	"PreconditionFailed": ErrPrecondition, "ConditionalRequestConflict": ErrPrecondition, "KeyTooLongError": ErrBadKey,
-	"XMinioInvalidObjectName": ErrBadKey, "InvalidObjectName": ErrBadKey, "NoSuchBucket": ErrNoBucket}
+	"PreconditionFailed": ErrPrecondition, "ConditionalRequestConflict": ErrPrecondition,
+	"KeyTooLongError": ErrBadKey, "XMinioInvalidObjectName": ErrBadKey, "InvalidObjectName": ErrBadKey,
+	"ExistingObjectIsDirectory": ErrBadKey, "NoSuchBucket": ErrNoBucket, "AccessDenied": ErrDenied,
+	"Forbidden": ErrDenied, "InvalidAccessKeyId": ErrDenied, "SignatureDoesNotMatch": ErrDenied}
 
 // fail names the S3 operation and adds the store's sentinel for the answers it understands; the S3 error
 // stays the cause, for the log. Keys stay out: they can be personal data.
 func fail(op string, err error) error { return wrap(op, sentinels[errorCode(err)], err) }
 
-// failObject is fail for a call on one key's object. A HEAD's error has no body, so its 400 has no code
-// either: there it means a bad key (or version). A malformed version id is InvalidArgument elsewhere, and a
-// delete marker read by id is MethodNotAllowed.
+// failObject is fail for a call on one object. A HEAD's error has no body, so its 400 has no code either:
+// there it means a bad key (or version). A malformed version id is InvalidArgument elsewhere, and a delete
+// marker read by id is MethodNotAllowed.
 func failObject(op, version string, err error) error {
 	switch code := errorCode(err); {
 	case version != "" && (code == "InvalidArgument" || code == "BadRequest"):
@@ -645,8 +642,8 @@ func etagMatch(list, etag string, weak bool) bool {
 }
 
 // idleReader cancels its S3 call when timeout passes without progress and releases the call on Close. A
-// download counts a Read that waits too long (S3 stalls); an upload counts only the time between Reads (S3
-// stopped taking the body), since a Read there waits on the client, which has its own deadline.
+// download counts the time a Read waits (S3 stalls); an upload counts the time between Reads (S3 stopped
+// taking the body), since a Read there waits on the client, which has its own deadline.
 type idleReader struct {
 	r        io.Reader
 	t        *time.Timer
@@ -658,10 +655,11 @@ type idleReader struct {
 func (r *idleReader) Read(p []byte) (int, error) {
 	if r.download {
 		r.t.Reset(r.d)
-		return r.r.Read(p)
+		defer r.t.Stop()
+	} else {
+		r.t.Stop()
+		defer r.t.Reset(r.d)
 	}
-	r.t.Stop()
-	defer r.t.Reset(r.d)
 	return r.r.Read(p)
 }
 
@@ -680,17 +678,18 @@ func (r *idleReader) Close() error {
 // Nothing stale: a write drops its key when it begins and again when it ends, and a miss fills the cache only
 // if no write to its key was under way at any time since the miss began. Keys hash into slots, each counting
 // the writes under way and moving its gen whenever one begins or ends; a miss notes its slot's gen. A write
-// holds back the fills of its own slot only.
+// whose outcome is unknown (S3 gave no answer: it may still apply the write) keeps its key out of the cache
+// until a later write to it ends with a known outcome.
 type cache struct {
-	mu        sync.Mutex
-	max, used int64
-	freshFor  time.Duration // 0: entries stay until evicted or dropped
-	ll        list.List     // front: most recently used
-	items     map[string]*list.Element
-	seed      maphash.Seed
-	slots     [4096]struct{ writes, gen int }
-
-	hits, misses, evictions atomic.Int64
+	mu                      sync.Mutex
+	max, used               int64
+	freshFor                time.Duration // 0: entries stay until evicted or dropped
+	ll                      list.List     // front: most recently used
+	items                   map[string]*list.Element
+	seed                    maphash.Seed
+	slots                   [4096]struct{ writes, gen int }
+	unsure                  map[string]bool
+	hits, misses, evictions int64
 }
 
 type cacheEntry struct {
@@ -704,7 +703,8 @@ func newCache(maxBytes int64, freshFor time.Duration) *cache {
 	if maxBytes <= 0 {
 		return nil
 	}
-	return &cache{max: maxBytes, freshFor: freshFor, items: map[string]*list.Element{}, seed: maphash.MakeSeed()}
+	return &cache{max: maxBytes, freshFor: freshFor, items: map[string]*list.Element{}, seed: maphash.MakeSeed(),
+		unsure: map[string]bool{}}
 }
 
 func (c *cache) fits(size int64) bool { return size <= min(cacheMaxItem, c.max) }
@@ -722,26 +722,37 @@ func (c *cache) get(key string, now time.Time) (*cacheEntry, int) {
 		live := e.meta.ExpiresAt.IsZero() || now.Before(e.meta.ExpiresAt)
 		if live && (c.freshFor == 0 || now.Sub(e.stored) < c.freshFor) {
 			c.ll.MoveToFront(el)
-			c.hits.Add(1)
+			c.hits++
 			return e, 0
 		}
 		c.remove(el)
 	}
-	c.misses.Add(1)
+	c.misses++
 	return nil, c.slot(key).gen
 }
 
-// fill keeps what a miss read (e may be nil) unless a write to its key began, ended or ran since the miss.
-func (c *cache) fill(key string, gen int, e *cacheEntry) {
+// fill keeps what a miss read unless a write to its key began, ended or ran since the miss.
+func (c *cache) fill(e *cacheEntry, gen int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if slot := c.slot(key); e != nil && slot.gen == gen && slot.writes == 0 {
-		c.add(e)
+	slot := c.slot(e.key)
+	if slot.gen != gen || slot.writes != 0 || c.unsure[e.key] {
+		return
+	}
+	if el, ok := c.items[e.key]; ok {
+		c.remove(el)
+	}
+	c.items[e.key] = c.ll.PushFront(e)
+	c.used += entrySize(e)
+	for c.used > c.max {
+		c.remove(c.ll.Back())
+		c.evictions++
 	}
 }
 
-// writing marks a write to key as begun (+1) or ended (-1); a nil cache ignores it.
-func (c *cache) writing(key string, delta int) {
+// writing notes a write to key beginning (delta +1) or ending (-1, with its error), and drops the key. A
+// failed write's outcome is unknown when its error carries no S3 error code (kv's own precondition aside).
+func (c *cache) writing(key string, delta int, err error) {
 	if c == nil {
 		return
 	}
@@ -753,15 +764,12 @@ func (c *cache) writing(key string, delta int) {
 	slot := c.slot(key)
 	slot.writes += delta
 	slot.gen++
-}
-
-func (c *cache) add(e *cacheEntry) {
-	if el, ok := c.items[e.key]; ok {
-		c.remove(el)
-	}
-	c.items[e.key] = c.ll.PushFront(e)
-	for c.used += entrySize(e); c.used > c.max; c.evictions.Add(1) {
-		c.remove(c.ll.Back())
+	switch {
+	case delta > 0:
+	case err != nil && errorCode(err) == "" && !errors.Is(err, ErrPrecondition):
+		c.unsure[key] = true
+	default:
+		delete(c.unsure, key)
 	}
 }
 
