@@ -450,7 +450,7 @@ func withRequestLog(log *slog.Logger, m *metrics, idle time.Duration, next http.
 			id = strconv.FormatUint(rand.Uint64(), 36)
 		}
 		w.Header().Set("X-Request-Id", id)
-		rec := &recorder{ResponseWriter: w, rc: http.NewResponseController(w), idle: idle, start: start}
+		rec := &recorder{ResponseWriter: w, rc: http.NewResponseController(w), idle: idle}
 		next.ServeHTTP(rec, r)
 		status := cmp.Or(rec.status, 200) // a handler that wrote nothing: net/http sends 200
 		end := time.Now()
@@ -477,21 +477,18 @@ func token(s string, max int) bool {
 
 // recorder notes a response's status and size. A client that stops reading cannot hold a handler: the
 // server's WriteTimeout gives a response idle from its request's start, and the deadline moves on as the
-// answer begins (unless within a millisecond of the start) and with each write after the first.
+// answer begins and with each write after the first.
 type recorder struct {
 	http.ResponseWriter
 	rc     *http.ResponseController
 	idle   time.Duration
-	start  time.Time
 	status int
 	bytes  int64
 }
 
 func (r *recorder) WriteHeader(code int) {
-	if now := time.Now(); now.Sub(r.start) > time.Millisecond {
-		r.rc.SetWriteDeadline(now.Add(r.idle)) // unsupported (httptest): nothing to bound
-	}
 	r.status = cmp.Or(r.status, code)
+	r.rc.SetWriteDeadline(time.Now().Add(r.idle)) // unsupported (httptest): nothing to bound
 	r.ResponseWriter.WriteHeader(code)
 }
 
