@@ -153,11 +153,15 @@ func start(t testing.TB, env map[string]string, wait bool) (*instance, error) {
 	if t != nil {
 		t.Cleanup(func() { kv.stop() })
 	}
-	for deadline := time.Now().Add(30 * time.Second); wait; time.Sleep(50 * time.Millisecond) {
+	timeout := time.After(30 * time.Second)
+	for wait {
 		select {
 		case err := <-kv.done:
 			return nil, fmt.Errorf("kv exited before it was ready: %v\n%s", err, kv.logs)
-		default:
+		case <-timeout:
+			kv.stop()
+			return nil, fmt.Errorf("kv not ready after 30s:\n%s", kv.logs)
+		case <-time.After(50 * time.Millisecond):
 		}
 		resp, err := http.Get(kv.url + "/readyz")
 		if err == nil {
@@ -165,10 +169,6 @@ func start(t testing.TB, env map[string]string, wait bool) (*instance, error) {
 		}
 		if err == nil && resp.StatusCode == 200 {
 			return kv, nil
-		}
-		if time.Now().After(deadline) {
-			kv.stop()
-			return nil, fmt.Errorf("kv not ready after 30s:\n%s", kv.logs)
 		}
 	}
 	return kv, nil
@@ -464,11 +464,9 @@ func TestTTLReclaimed(t *testing.T) {
 		t.Fatalf("the slow upload: %v", err)
 	}
 	written, s3c := time.Since(t0), s3Client(t)
-	for deadline := time.Now().Add(2 * time.Minute); left(t, s3c, p) > 0; time.Sleep(500 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d values and index entries still in the bucket 2 minutes after the writes", left(t, s3c, p))
-		}
-	}
+	eventually(t, 2*time.Minute, "the bucket clean of the TTL values and their index entries", func() bool {
+		return left(t, s3c, p) == 0
+	})
 	t.Logf("3000 TTL keys written in %v (%.0f/s); bucket clean of them %v after the last write",
 		written.Round(time.Millisecond), 3000/written.Seconds(), (time.Since(t0) - written).Round(time.Millisecond))
 }

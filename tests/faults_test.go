@@ -72,10 +72,12 @@ func (m *minio) env(bucket string) map[string]string {
 // eventually polls cond until it holds, failing the test after d.
 func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(d); !cond(); time.Sleep(20 * time.Millisecond) {
+	deadline := time.Now().Add(d)
+	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("not within %v: %s", d, what)
 		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
