@@ -1,7 +1,7 @@
 package main
 
 import (
-	"bufio"
+	"bytes"
 	"cmp"
 	"context"
 	"crypto/subtle"
@@ -11,7 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
@@ -30,7 +30,7 @@ import (
 const maxTTL = 365 * 24 * time.Hour
 
 // newServer registers every route and wraps them in the middleware every request passes.
-func newServer(log *slog.Logger, st *Store, m *metrics, cfg config, stopping *atomic.Bool) http.Handler {
+func newServer(log *slog.Logger, st *Store, m *metrics, cfg config) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("PUT /kv/{key...}", handlePut(log, st, cfg.MaxValueBytes, cfg.ClientTimeout))
 	mux.HandleFunc("GET /kv/{key...}", handleGet(log, st)) // HEAD too
@@ -39,25 +39,19 @@ func newServer(log *slog.Logger, st *Store, m *metrics, cfg config, stopping *at
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, 200, map[string]string{"status": "ok"})
 	})
-	mux.HandleFunc("GET /readyz", handleReady(st, stopping))
+	mux.HandleFunc("GET /readyz", handleReady(log, st))
 	mux.Handle("GET /metrics", m)
-	mux.HandleFunc("/kv", notFound) // else the mux redirects /kv to /kv/ for methods GET /kv does not take
-	mux.HandleFunc("/", notFound)
-	return withRequestLog(log, m, cfg.ClientTimeout, guard(cfg.AuthToken, mux))
-}
-
-// notFound answers what no route took: a known path with another method (405, with Allow), or no such path.
-func notFound(w http.ResponseWriter, r *http.Request) {
-	allow := "GET, HEAD"
-	switch p := r.URL.Path; {
-	case strings.HasPrefix(p, "/kv/"):
-		allow = "GET, HEAD, PUT, DELETE"
-	case p != "/kv" && p != "/healthz" && p != "/readyz" && p != "/metrics":
-		writeError(w, 404, "no such endpoint")
-		return
+	// What the routes above do not take, in JSON: another method on their paths (405, saying which they take;
+	// else the mux would redirect /kv to /kv/), or another path.
+	for path, allow := range map[string]string{"/kv/{key...}": "GET, HEAD, PUT, DELETE", "/kv": "GET, HEAD",
+		"/healthz": "GET, HEAD", "/readyz": "GET, HEAD", "/metrics": "GET, HEAD"} {
+		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", allow)
+			writeError(w, 405, "method "+r.Method+" is not allowed here; allowed: "+allow)
+		})
 	}
-	w.Header().Set("Allow", allow)
-	writeError(w, 405, "method "+r.Method+" is not allowed here; allowed: "+allow)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { writeError(w, 404, "no such endpoint") })
+	return withRequestLog(log, m, cfg.ClientTimeout, guard(cfg.AuthToken, mux))
 }
 
 // storeContext is a request's context for its work with S3, which the client's connection never cancels
@@ -67,24 +61,16 @@ func storeContext(r *http.Request) context.Context { return context.WithoutCance
 
 func handlePut(log *slog.Logger, st *Store, maxValue int64, idle time.Duration) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		o, err := putOptions(st, r)
-		switch {
-		case err != nil:
-			writeError(w, 400, err.Error())
-			return
-		case r.ContentLength < 0: // chunked: S3 must be told the length before the value, and kv streams it
-			writeError(w, 411, "send the value with a Content-Length: curl sends one with --data-binary @file "+
-				"(@- for stdin) or -T file, but not with -T -")
-			return
-		case r.ContentLength > maxValue:
-			writeError(w, 413, fmt.Sprintf("value is larger than the limit of %d bytes", maxValue))
+		o, status, err := putOptions(st, r, maxValue)
+		if err != nil {
+			writeError(w, status, err.Error())
 			return
 		}
 		body := &clientBody{r: r.Body, rc: http.NewResponseController(w), idle: idle}
 		m, err := st.Put(storeContext(r), r.PathValue("key"), body, r.ContentLength, o)
-		berr := body.failure()
+		berr := body.err.Load()
 		switch {
-		case errors.Is(berr, os.ErrDeadlineExceeded):
+		case berr != nil && errors.Is(*berr, os.ErrDeadlineExceeded):
 			w.Header().Set("Connection", "close")
 			writeError(w, 408, fmt.Sprintf("the request body stopped arriving for %s; nothing was stored", idle))
 		case berr != nil:
@@ -111,7 +97,10 @@ type clientBody struct {
 }
 
 func (b *clientBody) Read(p []byte) (int, error) {
-	b.rc.SetReadDeadline(time.Now().Add(b.idle)) // unsupported (httptest): the server's ReadTimeout bounds it
+	// Unsupported (httptest): the server's timeouts bound it. The first Read of a body sent with "Expect:
+	// 100-continue" writes "100 Continue", perhaps after S3 work that outlasted the write deadline.
+	b.rc.SetReadDeadline(time.Now().Add(b.idle))
+	b.rc.SetWriteDeadline(time.Now().Add(b.idle))
 	n, err := b.r.Read(p)
 	if err != nil && err != io.EOF {
 		b.err.CompareAndSwap(nil, &err)
@@ -119,36 +108,65 @@ func (b *clientBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (b *clientBody) failure() error {
-	if p := b.err.Load(); p != nil {
-		return *p
-	}
-	return nil
-}
-
-// putOptions reads a PUT's content type, preconditions and ttl.
-func putOptions(st *Store, r *http.Request) (PutOptions, error) {
+// putOptions reads a PUT's content type, preconditions and ttl, and refuses, with its status, what kv cannot
+// store.
+func putOptions(st *Store, r *http.Request, maxValue int64) (PutOptions, int, error) {
 	q, _, err := query(st, r, "ttl")
-	o := PutOptions{ContentType: r.Header.Get("Content-Type"), IfMatch: r.Header.Get("If-Match"),
-		IfNoneMatch: r.Header.Get("If-None-Match") != ""}
+	o := PutOptions{ContentType: r.Header.Get("Content-Type"), Condition: condition(r)}
 	switch {
 	case err != nil:
-		return o, err
+		return o, 400, err
+	case r.ContentLength < 0: // chunked: S3 must be told the length before the value, and kv streams it
+		return o, 411, errors.New("send the value with a Content-Length (curl: --data-binary @file or @-, not -T -)")
+	case r.ContentLength > maxValue:
+		return o, 413, fmt.Errorf("value is larger than the limit of %d bytes", maxValue)
 	case o.ContentType == "" || o.ContentType == "application/x-www-form-urlencoded": // curl's default: no type
 		o.ContentType = "application/octet-stream"
 	case len(o.ContentType) > 256 ||
 		strings.ContainsFunc(o.ContentType, func(r rune) bool { return r < ' ' || r > '~' }):
-		return o, errors.New("Content-Type must be at most 256 printable ASCII characters (S3 would alter it)")
+		return o, 400, errors.New("Content-Type must be at most 256 printable ASCII characters (S3 would alter it)")
 	}
-	switch {
-	case o.IfNoneMatch && strings.TrimSpace(r.Header.Get("If-None-Match")) != "*":
-		return o, errors.New("If-None-Match on PUT accepts only *")
-	case o.IfNoneMatch && o.IfMatch != "":
-		return o, errors.New("use either If-Match or If-None-Match, not both")
-	case q.Has("ttl"):
+	if q.Has("ttl") {
 		o.TTL, err = parseTTL(q.Get("ttl"))
 	}
-	return o, err
+	return o, 400, err
+}
+
+// condition is a write's preconditions, as the store judges them against the live value; nil when it has
+// none (If-Modified-Since applies to reads only).
+func condition(r *http.Request) Condition {
+	h := r.Header
+	if h.Get("If-Match") == "" && h.Get("If-None-Match") == "" && h.Get("If-Unmodified-Since") == "" {
+		return nil
+	}
+	return func(cur Meta, exists bool) bool { return conditionStatus(r, cur, exists) == 0 }
+}
+
+// conditionStatus evaluates r's preconditions against the value m (exists false: there is none) in RFC 9110's
+// order (§13.2.2): 412, or 304 for a read, for the first that fails; else 0.
+func conditionStatus(r *http.Request, m Meta, exists bool) int {
+	im, inm, read := r.Header.Get("If-Match"), r.Header.Get("If-None-Match"), r.Method == "GET" || r.Method == "HEAD"
+	ius, hasIUS := httpDate(r.Header, "If-Unmodified-Since")
+	ims, hasIMS := httpDate(r.Header, "If-Modified-Since")
+	modified := m.LastModified.Truncate(time.Second) // HTTP dates have whole seconds
+	noneMatch := inm != "" && exists && etagMatch(inm, m.ETag, true)
+	switch {
+	case im != "" && !(exists && etagMatch(im, m.ETag, false)), im == "" && hasIUS && exists && modified.After(ius),
+		noneMatch && !read:
+		return http.StatusPreconditionFailed
+	case noneMatch, read && inm == "" && hasIMS && !modified.After(ims):
+		return http.StatusNotModified
+	}
+	return 0
+}
+
+// httpDate reads a date header; one that does not parse is ignored, as RFC 9110 says.
+func httpDate(h http.Header, name string) (time.Time, bool) {
+	if h.Get(name) == "" { // most requests: no parse
+		return time.Time{}, false
+	}
+	t, err := http.ParseTime(h.Get(name))
+	return t, err == nil
 }
 
 // query parses r's query. It refuses a parameter the route does not take (a typo, tll for ttl, must not pass
@@ -164,13 +182,14 @@ func query(st *Store, r *http.Request, known ...string) (q url.Values, version s
 	}
 	for name := range q {
 		if !slices.Contains(known, name) {
-			takes := strings.Join(known, ", ")
-			return nil, "", fmt.Errorf("unknown query parameter %q; this request takes %s", name, takes)
+			return nil, "", fmt.Errorf("unknown query parameter %q; allowed: %s", name, strings.Join(known, ", "))
 		}
 	}
 	switch {
 	case (q.Has("version") || q.Has("versions")) && !st.versioned:
 		return nil, "", errors.New("versioning is off for this bucket: start kv with S3_VERSIONING=true")
+	case q.Has("version") && q.Has("versions"):
+		return nil, "", errors.New("ask for one version (?version=<id>) or the history (?versions), not both")
 	case q.Has("version") && !token(q.Get("version"), 1024):
 		return nil, "", errors.New("version must be a version id this service returned")
 	}
@@ -220,55 +239,53 @@ func handleGet(log *slog.Logger, st *Store) http.HandlerFunc {
 		if body != nil {
 			defer body.Close()
 		}
-		h := m.header
-		if h == nil {
-			h = valueHeader(m)
-		}
-		maps.Copy(w.Header(), h)
-		if inm := r.Header.Get("If-None-Match"); inm != "" && etagMatch(inm, m.ETag, true) {
-			w.WriteHeader(http.StatusNotModified)
+		status := conditionStatus(r, m, true)
+		if status == http.StatusPreconditionFailed {
+			writeStoreError(log, w, ErrPrecondition)
 			return
 		}
-		w.WriteHeader(http.StatusOK)
-		if body == nil {
+		setValueHeader(w.Header(), m)
+		w.WriteHeader(cmp.Or(status, http.StatusOK))
+		if body == nil || status != 0 {
 			return
 		}
-		if _, err := io.Copy(w, body); err != nil { // too late for a status: the short body says it
+		// A value is its length, copied a part at a time: each write has CLIENT_TIMEOUT (a slow reader of a
+		// large write is not a stalled one). Too late for a status on an error: the short body says it.
+		_, err = io.Copy(w, io.LimitReader(body, m.Size))
+		if err != nil {
 			log.Warn("value stream broken", "request_id", w.Header().Get("X-Request-Id"), "err", err)
 		}
 	}
 }
 
-// valueHeader formats a value's response headers; a cached value keeps them.
-func valueHeader(m Meta) http.Header {
-	h := http.Header{
-		"Content-Type":   {m.ContentType},
-		"Content-Length": {strconv.FormatInt(m.Size, 10)},
-		"Etag":           {m.ETag},
-		"Last-Modified":  {m.LastModified.UTC().Format(http.TimeFormat)},
-		"Cache-Control":  {"no-cache"}, // a value can be replaced at any time: revalidate (cheap, by ETag)
-	}
+// setValueHeader sets a value's response headers (by their canonical names: a cache hit's time matters).
+func setValueHeader(h http.Header, m Meta) {
+	h["Content-Type"] = []string{m.ContentType}
+	h["Content-Length"] = []string{strconv.FormatInt(m.Size, 10)}
+	h["Etag"] = []string{m.ETag}
+	h["Last-Modified"] = []string{m.LastModified.UTC().Format(http.TimeFormat)}
+	h["Cache-Control"] = []string{"no-cache"} // a value can be replaced at any time: revalidate (cheap, by ETag)
 	if !m.ExpiresAt.IsZero() {
-		h.Set("Expires", m.ExpiresAt.UTC().Format(http.TimeFormat))
+		h["Expires"] = []string{m.ExpiresAt.UTC().Format(http.TimeFormat)}
 	}
 	if m.Version != "" {
-		h.Set("X-Version-Id", m.Version)
+		h["X-Version-Id"] = []string{m.Version}
 	}
-	return h
 }
 
 func handleDelete(log *slog.Logger, st *Store) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		_, version, err := query(st, r, "version")
-		ifMatch := r.Header.Get("If-Match")
-		if err == nil && version != "" && ifMatch != "" {
-			err = errors.New("If-Match applies to the current value; DELETE ?version= removes that version as it is")
+		cond := condition(r)
+		if err == nil && version != "" && cond != nil {
+			err = errors.New("preconditions apply to the current value; DELETE ?version= removes that version as it is")
 		}
 		if err != nil {
 			writeError(w, 400, err.Error())
 			return
 		}
-		if err := st.Delete(storeContext(r), r.PathValue("key"), version, ifMatch); err != nil {
+		err = st.Delete(storeContext(r), r.PathValue("key"), version, cond)
+		if err != nil {
 			writeStoreError(log, w, err)
 			return
 		}
@@ -285,7 +302,8 @@ func handleList(log *slog.Logger, st *Store) http.HandlerFunc {
 		}
 		// A cursor is the name of an object under the prefix (see List): it must read as a key would.
 		validCursor := func(c string) bool {
-			return checkKey(c, false) == nil && strings.HasPrefix(c, objectPath(prefix, true))
+			key, _ := keyOf(c)
+			return checkKey(key, true) == nil && strings.HasPrefix(key, prefix)
 		}
 		limit, after, perr := pageQuery(q, validCursor)
 		err = cmp.Or(err, perr)
@@ -327,28 +345,29 @@ func writePage[T any](log *slog.Logger, w http.ResponseWriter, err error, name s
 	writeJSON(w, 200, page)
 }
 
-// handleReady asks S3 at most once a second, however often it is called: it needs no token, and a flood of
-// probes must not become a flood of HeadBucket calls.
-func handleReady(st *Store, stopping *atomic.Bool) http.HandlerFunc {
-	var mu sync.Mutex
-	var checked time.Time
-	var last error
+// handleReady answers from the last check of the bucket; one probe a second checks again (they need no
+// token: a flood of probes must not become a flood of S3 calls), waiting for S3 a second at most. It logs
+// each change.
+func handleReady(log *slog.Logger, st *Store) http.HandlerFunc {
+	var down atomic.Bool // kv starts ready: it checked its bucket before it listened
+	var due atomic.Int64 // Unix nanoseconds when the next check is due
 	return func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		if time.Since(checked) >= time.Second {
-			last = st.Ready(storeContext(r))
-			checked = time.Now()
+		now, next := time.Now().UnixNano(), due.Load()
+		check := now >= next && due.CompareAndSwap(next, now+int64(time.Second)) // this probe checks
+		if check {
+			ctx, cancel := context.WithTimeout(storeContext(r), time.Second)
+			err := st.Ready(ctx)
+			cancel()
+			was := down.Swap(err != nil)
+			if was != (err != nil) {
+				log.Warn("readiness changed", "ready", err == nil, "err", err)
+			}
 		}
-		err := last
-		mu.Unlock()
-		switch {
-		case stopping.Load():
-			writeError(w, 503, "not ready: shutting down")
-		case err != nil:
+		if down.Load() {
 			writeError(w, 503, "not ready: the bucket does not answer")
-		default:
-			writeJSON(w, 200, map[string]string{"status": "ready"})
+			return
 		}
+		writeJSON(w, 200, map[string]string{"status": "ready"})
 	}
 }
 
@@ -380,40 +399,38 @@ func bearer(header, token string) bool {
 
 // checkKey tells why key cannot name a value; a prefix may be partial (empty, or ending in a slash).
 func checkKey(key string, prefix bool) error {
-	if key == "" && !prefix {
-		return errors.New("is empty")
-	}
-	if !utf8.ValidString(key) {
-		return errors.New("is not valid UTF-8")
-	}
 	for seg, rest, more := "", key, true; more; {
 		seg, rest, more = strings.Cut(rest, "/")
 		switch {
+		case !utf8.ValidString(seg):
+			return errors.New("is not valid UTF-8")
 		case strings.ContainsFunc(seg, unicode.IsControl):
 			return errors.New("contains a control character")
 		case (seg == "" || seg == "." || seg == "..") && (more || !prefix):
 			return errors.New(`has an empty, "." or ".." path segment (no leading, trailing or double slash)`)
+		case len(seg)+strings.Count(seg, "!") > 254: // an object's name ends in "!": see objectPath
+			return errors.New("has a path segment over 254 bytes, each ! counting twice (MinIO's is 255 bytes)")
 		}
 	}
 	// The longest object name kv makes for a key is its TTL index entry: see indexKey and objectPath.
 	if len(indexPrefix)+indexWidth+1+len(key)+strings.Count(key, "!")+1 > maxObjectKey {
-		return fmt.Errorf("is too long for S3's %d-byte object names (keys up to %d bytes always fit)",
-			maxObjectKey, maxObjectKey-15)
+		return fmt.Errorf("is too long for S3's %d-byte names (keys up to %d bytes fit)", maxObjectKey, maxObjectKey-15)
 	}
 	return nil
 }
 
 // writeStoreError maps every store error to its status, in one place. Only a storage failure is logged, with
-// its cause (which names the S3 operation, never the key).
+// its cause (which names the S3 operation and says what happened, never the key).
 func writeStoreError(log *slog.Logger, w http.ResponseWriter, err error) {
 	switch {
+	case errors.Is(err, ErrNoVersion):
+		writeError(w, 404, "version not found: no value has that version id (or it is a delete marker)")
 	case errors.Is(err, ErrNotFound):
 		writeError(w, 404, "key not found")
 	case errors.Is(err, ErrPrecondition):
-		writeError(w, 412, "precondition failed: the key's current state does not match If-Match/If-None-Match")
+		writeError(w, 412, `precondition failed (entity tags go in quotes, as ETag gives them: If-Match: "6654c7...")`)
 	case errors.Is(err, ErrBadKey):
-		writeError(w, 400, "key: the storage backend refuses this name (MinIO and file-system gateways allow "+
-			"255 bytes between slashes, 254 in a key's last segment, each ! counting twice)")
+		writeError(w, 400, "key: the storage refuses this name (MinIO allows 255 bytes between slashes, each ! twice)")
 	case errors.Is(err, ErrBadVersion):
 		writeError(w, 400, "version must be a version id this service returned")
 	default:
@@ -444,7 +461,7 @@ func withRequestLog(log *slog.Logger, m *metrics, idle time.Duration, next http.
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		m.inFlight.Add(1)
-		defer m.inFlight.Add(-1)
+		defer m.inFlight.Add(-1) // after the access line: shutdown waits for it
 		id := r.Header.Get("X-Request-Id")
 		if !token(id, 64) {
 			id = strconv.FormatUint(rand.Uint64(), 36)
@@ -453,18 +470,17 @@ func withRequestLog(log *slog.Logger, m *metrics, idle time.Duration, next http.
 		rec := &recorder{ResponseWriter: w, rc: http.NewResponseController(w), idle: idle}
 		next.ServeHTTP(rec, r)
 		status := cmp.Or(rec.status, 200) // a handler that wrote nothing: net/http sends 200
-		end := time.Now()
-		took := end.Sub(start)
-		method := r.Method
+		took := time.Since(start)
+		method, route := r.Method, cmp.Or(r.Pattern, "unmatched")
 		if !slices.Contains([]string{"GET", "HEAD", "PUT", "DELETE", "POST", "PATCH", "OPTIONS"}, method) {
 			method = "other" // methods are the client's choice: keep the label bounded
 		}
-		m.observe(m.http, series{cmp.Or(r.Pattern, "unmatched"), method, status}, took)
+		m.observe(m.http, series{route: route, method: method, code: status}, took)
 		if log.Enabled(r.Context(), slog.LevelInfo) { // a record of kv's own spares slog a stack walk per line
-			line := slog.NewRecord(end, slog.LevelInfo, "request", 0)
-			line.AddAttrs(slog.String("request_id", id), slog.String("method", r.Method),
-				slog.String("route", r.Pattern), slog.Int("status", status), slog.Int64("bytes", rec.bytes),
-				slog.Int64("duration_us", took.Microseconds())) // slog writes a float through encoding/json
+			line := slog.NewRecord(start.Add(took), slog.LevelInfo, "request", 0)
+			line.AddAttrs(slog.String("request_id", id), slog.String("method", r.Method), slog.String("route", route),
+				slog.Int("status", status), slog.Int64("bytes", rec.bytes),
+				slog.Int64("duration_us", took.Microseconds()))
 			log.Handler().Handle(r.Context(), line)
 		}
 	})
@@ -475,9 +491,8 @@ func token(s string, max int) bool {
 	return s != "" && len(s) <= max && !strings.ContainsFunc(s, func(r rune) bool { return r <= ' ' || r > '~' })
 }
 
-// recorder notes a response's status and size. A client that stops reading cannot hold a handler: the
-// server's WriteTimeout gives a response idle from its request's start, and the deadline moves on as the
-// answer begins and with each write after the first.
+// recorder notes a response's status and size. A client that stops reading cannot hold a handler: each
+// write of the answer, its headers included, must make progress within idle.
 type recorder struct {
 	http.ResponseWriter
 	rc     *http.ResponseController
@@ -495,9 +510,8 @@ func (r *recorder) WriteHeader(code int) {
 func (r *recorder) Write(p []byte) (int, error) {
 	if r.status == 0 {
 		r.WriteHeader(200)
-	} else if r.bytes > 0 {
-		r.rc.SetWriteDeadline(time.Now().Add(r.idle))
 	}
+	r.rc.SetWriteDeadline(time.Now().Add(r.idle))
 	n, err := r.ResponseWriter.Write(p)
 	r.bytes += int64(n)
 	return n, err
@@ -506,7 +520,7 @@ func (r *recorder) Write(p []byte) (int, error) {
 func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
 // Latency buckets in seconds, for HTTP requests and S3 calls alike.
-var buckets = [...]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
+var buckets = [...]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, math.Inf(1)}
 
 // metrics holds what /metrics shows; one mutex guards the histograms. Labels are bounded: never a key.
 type metrics struct {
@@ -516,14 +530,21 @@ type metrics struct {
 	cache               *cache // nil when off
 }
 
-// series holds a histogram's label values: route, method and status code, or S3 operation and status code.
+// series is a histogram's labels: route, method and code of HTTP requests; operation and code of S3 calls.
 type series struct {
-	a, b string
-	code int
+	route, method, operation string
+	code                     int // S3's: 0 for no answer
+}
+
+func (s series) labels() string {
+	if s.operation != "" {
+		return fmt.Sprintf("operation=%q,code=\"%d\"", s.operation, s.code)
+	}
+	return fmt.Sprintf("route=%q,method=%q,code=\"%d\"", s.route, s.method, s.code)
 }
 
 type histogram struct {
-	counts [len(buckets) + 1]int64 // per bucket, not cumulative; the last is +Inf
+	counts [len(buckets)]int64 // per bucket, not cumulative
 	sum    time.Duration
 }
 
@@ -531,67 +552,58 @@ func newMetrics(c *cache) *metrics {
 	return &metrics{http: map[series]*histogram{}, s3: map[series]*histogram{}, cache: c}
 }
 
-// observe counts d in family's histogram of s.
-func (m *metrics) observe(family map[series]*histogram, s series, d time.Duration) {
+// observe counts d in family's histogram of series k.
+func (m *metrics) observe(family map[series]*histogram, k series, d time.Duration) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	h := family[s]
+	h := family[k]
 	if h == nil {
 		h = &histogram{}
-		family[s] = h
+		family[k] = h
 	}
 	i, _ := slices.BinarySearch(buckets[:], d.Seconds())
 	h.counts[i]++
 	h.sum += d
 }
 
-// ServeHTTP writes the Prometheus text format (0.0.4), families and series in a fixed order.
+// ServeHTTP writes the Prometheus text format (0.0.4). It renders under
+// the locks and writes after: a scrape that reads slowly holds nothing.
 func (m *metrics) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-	b := bufio.NewWriter(w)
-	defer b.Flush()
+	var b bytes.Buffer
 	m.mu.Lock()
-	writeHistograms(b, "http_request_duration_seconds", "HTTP requests: time to answer, by route, method, code.",
-		m.http)
-	writeHistograms(b, "kv_s3_request_duration_seconds",
+	writeHistograms(&b, "http_request_duration_seconds", "HTTP requests: time to answer.", m.http)
+	writeHistograms(&b, "kv_s3_request_duration_seconds",
 		"S3 requests (each attempt): time to response headers, by operation and S3's code (0: no answer).", m.s3)
 	m.mu.Unlock()
 	one := func(name, typ, help string, v any) {
-		fmt.Fprintf(b, "# HELP %s %s\n# TYPE %s %s\n%s %v\n", name, help, name, typ, name, v)
+		fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s %s\n%s %v\n", name, help, name, typ, name, v)
 	}
 	one("http_requests_in_flight", "gauge", "HTTP requests being answered now.", m.inFlight.Load())
 	one("kv_ttl_reclaimed_total", "counter", "Expired values the TTL sweeper deleted.", m.reclaimed.Load())
 	one("go_goroutines", "gauge", "Goroutines that currently exist.", runtime.NumGoroutine())
 	if c := m.cache; c != nil {
 		c.mu.Lock()
-		defer c.mu.Unlock()
-		one("kv_cache_bytes", "gauge", "Bytes of keys and values held in the cache.", c.used)
+		one("kv_cache_bytes", "gauge", "Memory the cache's entries take, as CACHE_MAX_BYTES counts it.", c.used)
 		one("kv_cache_items", "gauge", "Entries held in the cache.", c.ll.Len())
 		one("kv_cache_hits_total", "counter", "GETs answered from the cache.", c.hits)
 		one("kv_cache_misses_total", "counter", "GETs the cache could not answer.", c.misses)
 		one("kv_cache_evictions_total", "counter", "Entries evicted to fit CACHE_MAX_BYTES.", c.evictions)
+		c.mu.Unlock()
 	}
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+	w.Write(b.Bytes())
 }
 
-// writeHistograms writes one family of histograms, its series in the order of their labels.
+// writeHistograms writes one family of histograms.
 func writeHistograms(w io.Writer, name, help string, family map[series]*histogram) {
 	fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name)
-	keys := slices.SortedFunc(maps.Keys(family), func(a, b series) int {
-		return cmp.Or(cmp.Compare(a.a, b.a), cmp.Compare(a.b, b.b), cmp.Compare(a.code, b.code))
-	})
-	for _, s := range keys {
-		h := family[s]
-		labels := fmt.Sprintf("route=%q,method=%q,code=\"%d\"", s.a, s.b, s.code)
-		if s.b == "" { // S3 calls have no method
-			labels = fmt.Sprintf("operation=%q,code=\"%d\"", s.a, s.code)
-		}
+	for s, h := range family {
+		l := s.labels()
 		var total int64
 		for i, le := range buckets {
 			total += h.counts[i]
-			fmt.Fprintf(w, "%s_bucket{%s,le=\"%g\"} %d\n", name, labels, le, total)
+			fmt.Fprintf(w, "%s_bucket{%s,le=\"%g\"} %d\n", name, l, le, total)
 		}
-		total += h.counts[len(buckets)]
-		fmt.Fprintf(w, "%s_bucket{%s,le=\"+Inf\"} %d\n", name, labels, total)
-		fmt.Fprintf(w, "%s_sum{%s} %g\n%s_count{%s} %d\n", name, labels, h.sum.Seconds(), name, labels, total)
+		fmt.Fprintf(w, "%s_sum{%s} %g\n%s_count{%s} %d\n", name, l, h.sum.Seconds(), name, l, total)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"bufio"
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -18,32 +19,24 @@ import (
 	"runtime/debug"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
-
-	"github.com/aws/aws-sdk-go-v2/aws"
-	awsmiddleware "github.com/aws/aws-sdk-go-v2/aws/middleware"
-	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
-	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
-	awsconfig "github.com/aws/aws-sdk-go-v2/config"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
 )
 
 func main() {
-	if err := run(context.Background(), os.Args[1:], os.Getenv, os.Stdout); err != nil {
+	err := run(context.Background(), os.Getenv, os.Stdout)
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "kv:", err)
 		os.Exit(1)
 	}
 }
 
 type config struct {
-	Port, Endpoint, Bucket, AccessKey, SecretKey, Region, AuthToken string
-	CreateBucket, Versioning                                        bool
-	MaxValueBytes, CacheMaxBytes                                    int64
-	S3Timeout, ClientTimeout, StartupTimeout, ShutdownTimeout       time.Duration
-	SweepInterval, CacheTTL                                         time.Duration
-	LogLevel                                                        slog.Level
+	Endpoint, Bucket, AccessKey, SecretKey, Region, AuthToken                          string
+	Versioning                                                                         bool
+	Port, MaxValueBytes, CacheMaxBytes                                                 int64
+	S3Timeout, ClientTimeout, StartupTimeout, ShutdownTimeout, SweepInterval, CacheTTL time.Duration
+	LogLevel                                                                           slog.Level
 }
 
 // envReader reads settings and keeps the first mistake, said in the terms of the person who made it.
@@ -71,9 +64,12 @@ func durationFrom(least time.Duration) func(string) (time.Duration, bool) {
 	}
 }
 
-func byteCount(s string) (int64, bool) {
-	n, err := strconv.ParseInt(s, 10, 64)
-	return n, err == nil && n >= 0
+// inRange parses whole numbers from least to most.
+func inRange(least, most int64) func(string) (int64, bool) {
+	return func(s string) (int64, bool) {
+		n, err := strconv.ParseInt(s, 10, 64)
+		return n, err == nil && n >= least && n <= most
+	}
 }
 
 func boolean(s string) (bool, bool) {
@@ -81,43 +77,41 @@ func boolean(s string) (bool, bool) {
 	return b, err == nil
 }
 
-func port(s string) (string, bool) {
-	n, err := strconv.Atoi(s)
-	return s, err == nil && n >= 1 && n <= 65535
-}
-
 func level(s string) (slog.Level, bool) {
-	var l slog.Level
-	err := l.UnmarshalText([]byte(s))
-	return l, err == nil
+	l, ok := map[string]slog.Level{"debug": slog.LevelDebug, "info": slog.LevelInfo, "warn": slog.LevelWarn,
+		"error": slog.LevelError}[s]
+	return l, ok
 }
 
+// endpoint accepts an S3 API's base URL: a path would prefix every object name.
 func endpoint(s string) (string, bool) {
 	u, err := url.Parse(s)
-	return s, s == "" || err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != ""
+	return s, s == "" || err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" &&
+		(u.Path == "" || u.Path == "/") && u.RawQuery == ""
 }
+
+func bearerToken(s string) (string, bool) { return s, s == "" || token(s, 4096) }
 
 var bucketName = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$`)
 
 // loadConfig reads every setting from the environment, with its default, and names the first bad one.
 func loadConfig(getenv func(string) string) (config, error) {
-	const timeout = "a positive duration such as 10s or 1m"
+	const timeout, count = "a positive duration such as 10s or 1m", "a whole number of bytes"
 	positive := durationFrom(time.Nanosecond)
 	e := &envReader{getenv: getenv}
 	c := config{Bucket: getenv("S3_BUCKET"), AccessKey: getenv("S3_ACCESS_KEY"), SecretKey: getenv("S3_SECRET_KEY"),
-		AuthToken:       getenv("AUTH_TOKEN"),
 		Region:          cmp.Or(getenv("S3_REGION"), getenv("AWS_REGION"), "us-east-1"),
-		Port:            setting(e, "PORT", "8080", "a port number from 1 to 65535", port),
-		Endpoint:        setting(e, "S3_ENDPOINT", "", "a URL such as http://minio:9000", endpoint),
-		CreateBucket:    setting(e, "S3_CREATE_BUCKET", "true", "true or false", boolean),
+		Port:            setting(e, "PORT", "8080", "a port number from 1 to 65535", inRange(1, 65535)),
+		Endpoint:        setting(e, "S3_ENDPOINT", "", "a URL with no path, such as http://minio:9000", endpoint),
+		AuthToken:       setting(e, "AUTH_TOKEN", "", "printable ASCII without spaces, or unset", bearerToken),
 		Versioning:      setting(e, "S3_VERSIONING", "false", "true or false", boolean),
-		MaxValueBytes:   setting(e, "MAX_VALUE_BYTES", "26214400", "a whole number of bytes, e.g. 26214400", byteCount),
-		CacheMaxBytes:   setting(e, "CACHE_MAX_BYTES", "67108864", "a whole number of bytes, e.g. 67108864", byteCount),
+		MaxValueBytes:   setting(e, "MAX_VALUE_BYTES", "26214400", count+" up to S3's 5 GiB", inRange(0, maxS3Value)),
+		CacheMaxBytes:   setting(e, "CACHE_MAX_BYTES", "67108864", count+", e.g. 67108864", inRange(0, 1<<50)),
 		S3Timeout:       setting(e, "S3_TIMEOUT", "10s", timeout, positive),
 		ClientTimeout:   setting(e, "CLIENT_TIMEOUT", "10s", timeout, positive),
 		StartupTimeout:  setting(e, "STARTUP_TIMEOUT", "60s", timeout, positive),
 		ShutdownTimeout: setting(e, "SHUTDOWN_TIMEOUT", "10s", timeout, positive),
-		SweepInterval:   setting(e, "TTL_SWEEP_INTERVAL", "1m", timeout, positive),
+		SweepInterval:   setting(e, "TTL_SWEEP_INTERVAL", "1m", "a duration such as 1m, or 0 (none)", durationFrom(0)),
 		CacheTTL:        setting(e, "CACHE_TTL", "0", "a duration such as 30s, or 0", durationFrom(0)),
 		LogLevel:        setting(e, "LOG_LEVEL", "info", "debug, info, warn or error", level),
 	}
@@ -134,32 +128,31 @@ func loadConfig(getenv func(string) string) (config, error) {
 	return c, nil
 }
 
-func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
-	if len(args) > 0 && args[0] == "healthcheck" {
-		return healthcheck(cmp.Or(getenv("PORT"), "8080"))
-	}
+func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
 	cfg, err := loadConfig(getenv)
 	if err != nil {
 		return err
 	}
-	// The S3 SDK allocates much per call and kv's heap is small but for the cache: with Go's default the
-	// collector took about a third of an uncached GET's CPU, a tenth of a cache hit's. A fifth as often, with
-	// the heap bounded by the cache's budget instead, unless GOGC or GOMEMLIMIT say otherwise.
+	// The S3 SDK allocates much per call and kv's heap is small but for the cache, whose entries count what
+	// they take in memory: with Go's default the collector took a third of an uncached GET's CPU. A fifth as
+	// often, with the heap bounded well above what the cache may hold, unless GOGC or GOMEMLIMIT say otherwise.
 	if getenv("GOGC") == "" && getenv("GOMEMLIMIT") == "" {
 		debug.SetGCPercent(400)
-		debug.SetMemoryLimit(2*min(cfg.CacheMaxBytes, 1<<60) + 64<<20)
+		debug.SetMemoryLimit(2*cfg.CacheMaxBytes + 64<<20)
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	out := &logWriter{w: bufio.NewWriterSize(stdout, 64<<10)}
-	defer out.Close()
+	defer out.Flush()
 	log := slog.New(slog.NewJSONHandler(out, &slog.HandlerOptions{Level: cfg.LogLevel}))
-	m := newMetrics(newCache(cfg.CacheMaxBytes, cfg.CacheTTL))
-	client, err := newS3Client(ctx, cfg, m)
+	log.Info("starting", "s3", cmp.Or(cfg.Endpoint, "AWS, region "+cfg.Region), "bucket", cfg.Bucket, "versioning",
+		cfg.Versioning, "cache_max_bytes", cfg.CacheMaxBytes, "auth_token", cfg.AuthToken != "")
+	m := newMetrics(newCache(cfg.CacheMaxBytes, cfg.CacheTTL, cfg.S3Timeout))
+	client, err := newS3Client(ctx, cfg, m, log)
 	if err != nil {
 		return err
 	}
-	st := newStore(client, cfg.Bucket, cfg.S3Timeout, m.cache)
+	st := newStore(client, log, cfg.Bucket, cfg.S3Timeout, m.cache)
 	err = setup(ctx, log, st, cfg)
 	switch {
 	case ctx.Err() != nil:
@@ -172,27 +165,26 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 
 // serve answers requests and sweeps expired values until a signal, then shuts down.
 func serve(ctx context.Context, stop func(), log *slog.Logger, st *Store, m *metrics, cfg config) error {
-	ln, err := net.Listen("tcp", ":"+cfg.Port)
+	ln, err := net.Listen("tcp", fmt.Sprintf(":%d", cfg.Port))
 	if err != nil {
 		return err
 	}
-	var stopping atomic.Bool
-	srv := httpServer(newServer(log, st, m, cfg, &stopping), log, cfg.ClientTimeout)
+	srv := httpServer(newServer(log, st, m, cfg), log, cfg.ClientTimeout)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
-	log.Info("listening", "addr", ln.Addr().String(), "bucket", cfg.Bucket, "versioned", st.versioned)
+	log.Info("listening", "addr", ln.Addr().String(), "versioned", st.versioned)
 	var sweeper sync.WaitGroup
-	sweeper.Go(func() { sweep(ctx, log, st, m, cfg.SweepInterval) })
+	if cfg.SweepInterval > 0 {
+		sweeper.Go(func() { sweep(ctx, log, st, m, cfg.SweepInterval) })
+	}
 	select {
 	case err = <-serveErr:
 	case <-ctx.Done():
-		err = shutdown(log, srv, m, &stopping, cfg.ShutdownTimeout)
+		err = shutdown(log, srv, m, cfg)
 	}
 	stop() // the sweeper stops with ctx
 	sweeper.Wait()
-	if err == nil {
-		log.Info("stopped")
-	}
+	log.Info("stopped", "err", err)
 	return err
 }
 
@@ -205,45 +197,54 @@ func httpServer(h http.Handler, log *slog.Logger, clientTimeout time.Duration) *
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 }
 
-// shutdown turns /readyz 503, closes the listener and gives the requests in flight up to timeout.
-func shutdown(log *slog.Logger, srv *http.Server, m *metrics, stopping *atomic.Bool, timeout time.Duration) error {
-	log.Info("shutting down", "timeout", timeout.String())
-	stopping.Store(true)
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+// shutdown closes the listener and gives the requests in flight up to SHUTDOWN_TIMEOUT, or until a second
+// signal. Requests still running then are cut off; kv waits for their handlers (S3_TIMEOUT bounds their S3
+// calls) so that each still writes its access line.
+func shutdown(log *slog.Logger, srv *http.Server, m *metrics, cfg config) error {
+	log.Info("shutting down", "timeout", cfg.ShutdownTimeout.String())
+	again, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(again, cfg.ShutdownTimeout)
 	defer cancel()
 	err := srv.Shutdown(ctx)
-	if !errors.Is(err, context.DeadlineExceeded) {
+	switch {
+	case again.Err() != nil:
+		err = fmt.Errorf("a second signal: stopped at once with %d requests running", m.inFlight.Load())
+	case errors.Is(err, context.DeadlineExceeded):
+		err = fmt.Errorf("SHUTDOWN_TIMEOUT (%s) ran out: %d requests cut off", cfg.ShutdownTimeout, m.inFlight.Load())
+	default:
 		return err
 	}
-	err = fmt.Errorf("SHUTDOWN_TIMEOUT (%s) ran out with requests still running (%d); they were cut off",
-		timeout, m.inFlight.Load())
 	log.Error("shutdown incomplete", "err", err)
 	srv.Close()
+	for end := time.Now().Add(cfg.S3Timeout); again.Err() == nil && m.inFlight.Load() > 0 && time.Now().Before(end); {
+		time.Sleep(10 * time.Millisecond)
+	}
 	return err
 }
 
 // logWriter holds log lines in memory and writes them out within a second of the first one held, and when kv
-// stops, so that an access line costs no system call of its own; a crash loses at most the last second's lines.
+// stops: an access line then costs no system call of its own. A crash loses at most the last second's lines.
 type logWriter struct {
 	mu      sync.Mutex
 	w       *bufio.Writer
-	pending *time.Timer // the flush to come, if any
+	pending bool // a flush is due within the second
 }
 
 func (l *logWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.pending == nil {
-		l.pending = time.AfterFunc(time.Second, func() { l.Close() })
+	if !l.pending {
+		l.pending = true
+		time.AfterFunc(time.Second, func() { l.Flush() })
 	}
 	return l.w.Write(p)
 }
 
-// Close writes out what is held (a flush still to come then finds nothing, or what came since).
-func (l *logWriter) Close() error {
+func (l *logWriter) Flush() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.pending = nil
+	l.pending = false
 	return l.w.Flush()
 }
 
@@ -253,17 +254,16 @@ func setup(ctx context.Context, log *slog.Logger, st *Store, cfg config) error {
 	ctx, cancel := context.WithTimeout(ctx, cfg.StartupTimeout)
 	defer cancel()
 	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
-		err := st.Setup(ctx, cfg.CreateBucket, cfg.Versioning)
+		err := st.Setup(ctx, cfg.Versioning)
 		switch {
+		case err == nil && cfg.Versioning && !st.versioned:
+			return errors.New("S3_VERSIONING=true, but the S3 did not turn versioning on for the bucket")
 		case err == nil:
 			return nil
-		case errors.Is(err, ErrNoBucket) && !cfg.CreateBucket:
-			return fmt.Errorf("bucket %q does not exist and S3_CREATE_BUCKET is false", cfg.Bucket)
-		case errors.Is(err, ErrDenied) && cfg.AccessKey == "":
-			return fmt.Errorf("S3 refused the credentials of the AWS SDK's default chain "+
-				"(S3_ACCESS_KEY and S3_SECRET_KEY are unset): %w", err)
 		case errors.Is(err, ErrDenied):
 			return fmt.Errorf("S3 refused kv's credentials: check S3_ACCESS_KEY and S3_SECRET_KEY: %w", err)
+		case errors.Is(err, http.ErrSchemeMismatch), errors.As(err, new(*tls.CertificateVerificationError)):
+			return fmt.Errorf("S3_ENDPOINT=%q: TLS failed (http:// for an S3 without TLS): %w", cfg.Endpoint, err)
 		}
 		log.Warn("bucket not ready, retrying", "bucket", cfg.Bucket, "err", err, "retry_in", wait.String())
 		select {
@@ -293,69 +293,4 @@ func sweep(ctx context.Context, log *slog.Logger, st *Store, m *metrics, interva
 			log.Info("ttl sweep", "deleted", n)
 		}
 	}
-}
-
-func newS3Client(ctx context.Context, cfg config, m *metrics) (*s3.Client, error) {
-	// One pooled connection per concurrent request, kept for reuse: the default pool keeps only a few.
-	hc := awshttp.NewBuildableClient().WithTransportOptions(func(t *http.Transport) {
-		t.MaxIdleConns, t.MaxIdleConnsPerHost = 1024, 1024
-	})
-	opts := []func(*awsconfig.LoadOptions) error{awsconfig.WithRegion(cfg.Region), awsconfig.WithHTTPClient(hc)}
-	if cfg.AccessKey != "" {
-		creds := aws.Credentials{AccessKeyID: cfg.AccessKey, SecretAccessKey: cfg.SecretKey, Source: "S3_ACCESS_KEY"}
-		opts = append(opts, awsconfig.WithCredentialsProvider(aws.CredentialsProviderFunc(
-			func(context.Context) (aws.Credentials, error) { return creds, nil })))
-	}
-	awsCfg, err := awsconfig.LoadDefaultConfig(ctx, opts...)
-	if err != nil {
-		return nil, fmt.Errorf("aws config: %w", err)
-	}
-	return s3.NewFromConfig(awsCfg, func(o *s3.Options) {
-		if cfg.Endpoint != "" {
-			o.BaseEndpoint, o.UsePathStyle = aws.String(cfg.Endpoint), true
-		}
-		// S3-compatible stores mishandle the default checksums of service/s3 v1.73+.
-		o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
-		o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
-		// Sign an unsigned payload, so a PUT streams its body instead of hashing (and so holding) it first,
-		// and send it at once rather than wait for a "100 Continue" first (the SDK's default from 2 MiB).
-		o.APIOptions = append(o.APIOptions, v4.SwapComputePayloadSHA256ForUnsignedPayloadMiddleware)
-		o.ContinueHeaderThresholdBytes = -1
-		o.HTTPClient = s3Transport{o.HTTPClient, m}
-	}), nil
-}
-
-// s3Transport is the S3 client's HTTP client: it counts each attempt by operation and S3's status code (0:
-// no answer), and strips the request URL, which names the key, from transport errors, so that no key reaches
-// a log.
-type s3Transport struct {
-	next aws.HTTPClient
-	m    *metrics
-}
-
-func (t s3Transport) Do(req *http.Request) (*http.Response, error) {
-	start := time.Now()
-	resp, err := t.next.Do(req)
-	code := 0
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		ue.URL = req.URL.Scheme + "://" + req.URL.Host
-	} else if err == nil {
-		code = resp.StatusCode
-	}
-	t.m.observe(t.m.s3, series{awsmiddleware.GetOperationName(req.Context()), "", code}, time.Since(start))
-	return resp, err
-}
-
-// healthcheck is the container's probe: the image has no shell or curl.
-func healthcheck(port string) error {
-	resp, err := (&http.Client{Timeout: 3 * time.Second}).Get("http://127.0.0.1:" + port + "/readyz")
-	if err != nil {
-		return err
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return errors.New("readyz: " + resp.Status)
-	}
-	return nil
 }

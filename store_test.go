@@ -21,6 +21,7 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -44,26 +45,21 @@ var skipped atomic.Int64
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if n := skipped.Load(); n > 0 {
-		reportSkips(fmt.Sprintf("kv: %d tests skipped their real-S3 half: set S3_ENDPOINT, S3_BUCKET, "+
-			"S3_ACCESS_KEY and S3_SECRET_KEY to run them (see README, Tests)\n", n))
+		line := fmt.Sprintf("kv: %d tests skipped their real-S3 half: set S3_ENDPOINT, S3_BUCKET, S3_ACCESS_KEY "+
+			"and S3_SECRET_KEY to run them (see README, Tests)\n", n)
+		fmt.Print(line)
+		if tty, err := os.OpenFile("/dev/tty", os.O_WRONLY, 0); err == nil && !testing.Verbose() {
+			fmt.Fprint(tty, line)
+			tty.Close()
+		}
 	}
 	os.Exit(code)
 }
 
-func reportSkips(line string) {
-	fmt.Print(line)
-	if st, err := os.Stdout.Stat(); testing.Verbose() || err != nil || st.Mode()&os.ModeCharDevice != 0 {
-		return
-	}
-	if tty, err := os.OpenFile("/dev/tty", os.O_WRONLY, 0); err == nil {
-		fmt.Fprint(tty, line)
-		tty.Close()
-	}
-}
-
 // fakeS3 is an in-memory S3 bucket with the semantics the store relies on: conditional PutObject, If-Match on
 // deletes (as AWS honours it, or ignored as MinIO does), typed not-found errors, sorted listing, versioning,
-// and MinIO's answers for a missing bucket (a bare 404 on HEAD, NoSuchBucket elsewhere).
+// and MinIO's answers for a missing bucket (a bare 404 on HEAD, NoSuchBucket elsewhere). Every object's
+// LastModified is the same whole second, as AWS lists times: nothing can be ordered by it.
 type fakeS3 struct {
 	mu               sync.Mutex
 	objects          map[string]fakeObject   // the current version of each object
@@ -74,9 +70,9 @@ type fakeS3 struct {
 	noBucket         bool
 	seq, maxList     int // maxList: the most objects one LIST asked for
 	calls            map[string]int
-	// before runs (unlocked) at the start of each call, to inject failures or races; after runs once a call
-	// has done its work, before it returns.
-	before func(op, key string) error
+	// before runs (unlocked) at the start of each call, to inject failures, stalls or races; after runs once a
+	// call has done its work, before it returns.
+	before func(ctx context.Context, op, key string) error
 	after  func(op, key string)
 }
 
@@ -89,6 +85,8 @@ type fakeObject struct {
 	marker      bool // a delete marker
 }
 
+var fakeTime = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
 func newFakeS3() *fakeS3 {
 	return &fakeS3{objects: map[string]fakeObject{}, history: map[string][]fakeObject{}, calls: map[string]int{}}
 }
@@ -99,6 +97,26 @@ type apiError struct{ code string }
 func (e apiError) Error() string     { return "api error " + e.code }
 func (e apiError) ErrorCode() string { return e.code }
 
+// stall is a before hook that holds op's calls until their context ends, as a stalled S3 would.
+func stall(op string) func(ctx context.Context, o, key string) error {
+	return func(ctx context.Context, o, key string) error {
+		if o == op {
+			<-ctx.Done()
+		}
+		return nil
+	}
+}
+
+// failing is a before hook that fails the calls of op on names with prefix.
+func failing(op, prefix string, err error) func(ctx context.Context, o, key string) error {
+	return func(_ context.Context, o, key string) error {
+		if o == op && strings.HasPrefix(key, prefix) {
+			return err
+		}
+		return nil
+	}
+}
+
 // call counts a call, runs before, and fails it as S3 would when the bucket is gone (a HEAD's 404 has no code)
 // or as the SDK does when ctx has ended; done runs after once the call has done its work.
 func (f *fakeS3) call(ctx context.Context, op, key string) (done func(), err error) {
@@ -107,7 +125,7 @@ func (f *fakeS3) call(ctx context.Context, op, key string) (done func(), err err
 	before, after, noBucket := f.before, f.after, f.noBucket
 	f.mu.Unlock()
 	if before != nil {
-		err = before(op, key)
+		err = before(ctx, op, key)
 	}
 	switch {
 	case err != nil:
@@ -126,7 +144,7 @@ func (f *fakeS3) call(ctx context.Context, op, key string) (done func(), err err
 }
 
 // hooks sets before and after (either may be nil).
-func (f *fakeS3) hooks(before func(op, key string) error, after func(op, key string)) {
+func (f *fakeS3) hooks(before func(ctx context.Context, op, key string) error, after func(op, key string)) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.before, f.after = before, after
@@ -134,10 +152,20 @@ func (f *fakeS3) hooks(before func(op, key string) error, after func(op, key str
 
 func (f *fakeS3) count(op string) int { f.mu.Lock(); defer f.mu.Unlock(); return f.calls[op] }
 
-// stamp gives a new version its id and a strictly later time (locked).
+// total counts every call made so far.
+func (f *fakeS3) total() (n int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, c := range f.calls {
+		n += c
+	}
+	return n
+}
+
+// stamp gives a new version its id (locked).
 func (f *fakeS3) stamp(o *fakeObject) {
 	f.seq++
-	o.modified = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).Add(time.Duration(f.seq) * time.Millisecond)
+	o.modified = fakeTime
 	if f.versioned {
 		o.version = fmt.Sprintf("v%04d", f.seq)
 	}
@@ -173,8 +201,8 @@ func (f *fakeS3) PutObject(ctx context.Context, in *s3.PutObjectInput, _ ...func
 		return nil, err
 	}
 	body, err := io.ReadAll(in.Body)
-	if err != nil || int64(len(body)) != *in.ContentLength {
-		return nil, fmt.Errorf("fake: body of %d bytes, ContentLength %d: %v", len(body), *in.ContentLength, err)
+	if err != nil || in.ContentLength != nil && int64(len(body)) != *in.ContentLength {
+		return nil, fmt.Errorf("fake: body of %d bytes, ContentLength %d: %w", len(body), aws.ToInt64(in.ContentLength), err)
 	}
 	f.mu.Lock()
 	cur, exists := f.objects[*in.Key]
@@ -255,24 +283,34 @@ func (f *fakeS3) DeleteObject(ctx context.Context, in *s3.DeleteObjectInput, _ .
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	key := *in.Key
+	return f.delete(*in.Key, in.VersionId, in.IfMatch, done)
+}
+
+// delete deletes as DeleteObject does (locked).
+func (f *fakeS3) delete(key string, version, ifMatch *string, done func()) (*s3.DeleteObjectOutput, error) {
 	o, exists := f.objects[key]
 	switch {
-	case in.IfMatch != nil && f.ignoreDeleteETag:
-	case in.IfMatch != nil && !exists:
+	case ifMatch != nil && f.ignoreDeleteETag:
+	case ifMatch != nil && !exists:
 		return nil, apiError{"NoSuchKey"}
-	case in.IfMatch != nil && *in.IfMatch != o.etag:
+	case ifMatch != nil && *ifMatch != o.etag:
 		return nil, apiError{"PreconditionFailed"}
 	}
 	defer done()
-	if in.VersionId != nil { // for good; S3 does not mind an unknown version
-		if _, err := f.version(key, *in.VersionId, false); errorCode(err) == "InvalidArgument" {
+	if version != nil && !f.versioned && *version == "null" {
+		delete(f.objects, key)
+		return &s3.DeleteObjectOutput{}, nil
+	}
+	if version != nil { // for good; S3 does not mind an unknown version
+		if _, err := f.version(key, *version, false); errorCode(err) == "InvalidArgument" {
 			return nil, err
 		}
-		h := slices.DeleteFunc(f.history[key], func(o fakeObject) bool { return o.version == *in.VersionId })
+		h := slices.DeleteFunc(f.history[key], func(o fakeObject) bool { return o.version == *version })
 		f.history[key] = h
 		delete(f.objects, key)
-		if len(h) > 0 && !h[len(h)-1].marker {
+		if len(h) == 0 {
+			delete(f.history, key)
+		} else if !h[len(h)-1].marker {
 			f.objects[key] = h[len(h)-1]
 		}
 		return &s3.DeleteObjectOutput{}, nil
@@ -287,12 +325,31 @@ func (f *fakeS3) DeleteObject(ctx context.Context, in *s3.DeleteObjectInput, _ .
 	return &s3.DeleteObjectOutput{VersionId: &m.version, DeleteMarker: aws.Bool(true)}, nil
 }
 
-func (f *fakeS3) PutBucketVersioning(ctx context.Context, in *s3.PutBucketVersioningInput,
-	_ ...func(*s3.Options)) (*s3.PutBucketVersioningOutput, error) {
-	_, err := f.call(ctx, "PutBucketVersioning", "")
+func (f *fakeS3) DeleteObjects(ctx context.Context, in *s3.DeleteObjectsInput, _ ...func(*s3.Options)) (
+	*s3.DeleteObjectsOutput, error) {
+	done, err := f.call(ctx, "DeleteObjects", "")
+	if err != nil {
+		return nil, err
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	out := &s3.DeleteObjectsOutput{}
+	for _, o := range in.Delete.Objects {
+		if _, err := f.delete(*o.Key, o.VersionId, nil, func() {}); err != nil {
+			out.Errors = append(out.Errors, types.Error{Key: o.Key, Code: aws.String(errorCode(err))})
+		}
+	}
+	done()
+	return out, nil
+}
+
+func (f *fakeS3) PutBucketVersioning(ctx context.Context, in *s3.PutBucketVersioningInput,
+	_ ...func(*s3.Options)) (*s3.PutBucketVersioningOutput, error) {
+	done, err := f.call(ctx, "PutBucketVersioning", "")
+	f.mu.Lock()
 	f.versioned = err == nil && in.VersioningConfiguration.Status == types.BucketVersioningStatusEnabled
+	f.mu.Unlock()
+	done()
 	return &s3.PutBucketVersioningOutput{}, err
 }
 
@@ -308,7 +365,9 @@ func (f *fakeS3) GetBucketVersioning(ctx context.Context, in *s3.GetBucketVersio
 	return out, err
 }
 
-// ListObjectVersions lists keys in order, each key's versions newest first, resuming after the markers.
+// ListObjectVersions lists keys in order, each key's versions newest first, resuming after the markers, as
+// S3 does; an unversioned bucket's objects are versions "null". It writes its answer's order to the buffer
+// the context carries, as s3Transport copies S3's answer there.
 func (f *fakeS3) ListObjectVersions(ctx context.Context, in *s3.ListObjectVersionsInput,
 	_ ...func(*s3.Options)) (*s3.ListObjectVersionsOutput, error) {
 	if _, err := f.call(ctx, "ListObjectVersions", aws.ToString(in.Prefix)); err != nil {
@@ -316,20 +375,25 @@ func (f *fakeS3) ListObjectVersions(ctx context.Context, in *s3.ListObjectVersio
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	raw, _ := ctx.Value(rawAnswer{}).(*bytes.Buffer)
 	out := &s3.ListObjectVersionsOutput{}
-	skipping, n := in.VersionIdMarker != nil, 0
-	var keys []string
-	for k := range f.history {
-		if strings.HasPrefix(k, aws.ToString(in.Prefix)) && k >= aws.ToString(in.KeyMarker) {
-			keys = append(keys, k)
+	marker, skipping, n := aws.ToString(in.KeyMarker), in.VersionIdMarker != nil, 0
+	history := f.history
+	if !f.versioned {
+		history = map[string][]fakeObject{}
+		for k, o := range f.objects {
+			o.version = "null"
+			history[k] = []fakeObject{o}
 		}
 	}
-	slices.Sort(keys)
-	for _, k := range keys {
-		h := f.history[k]
+	for _, k := range slices.Sorted(maps.Keys(history)) {
+		if !strings.HasPrefix(k, aws.ToString(in.Prefix)) || k < marker || k == marker && !skipping {
+			continue
+		}
+		h := history[k]
 		for i := len(h) - 1; i >= 0; i-- {
 			o, latest := h[i], aws.Bool(i == len(h)-1)
-			if skipping && k == aws.ToString(in.KeyMarker) {
+			if skipping && k == marker {
 				skipping = o.version != *in.VersionIdMarker
 				continue
 			}
@@ -338,6 +402,10 @@ func (f *fakeS3) ListObjectVersions(ctx context.Context, in *s3.ListObjectVersio
 				return out, nil
 			}
 			n++
+			out.NextKeyMarker, out.NextVersionIdMarker = aws.String(k), aws.String(o.version)
+			if raw != nil {
+				fmt.Fprintf(raw, "<VersionId>%s</VersionId>", o.version)
+			}
 			if o.marker {
 				out.DeleteMarkers = append(out.DeleteMarkers, types.DeleteMarkerEntry{Key: aws.String(k),
 					VersionId: aws.String(o.version), IsLatest: latest, LastModified: aws.Time(o.modified)})
@@ -367,7 +435,7 @@ func (f *fakeS3) ListObjectsV2(ctx context.Context, in *s3.ListObjectsV2Input, _
 	f.maxList = max(f.maxList, limit)
 	out := &s3.ListObjectsV2Output{IsTruncated: aws.Bool(len(names) > limit)}
 	for _, k := range names[:min(limit, len(names))] {
-		out.Contents = append(out.Contents, types.Object{Key: aws.String(k)})
+		out.Contents = append(out.Contents, types.Object{Key: aws.String(k), LastModified: aws.Time(f.objects[k].modified)})
 	}
 	return out, nil
 }
@@ -395,13 +463,23 @@ func (f *fakeS3) present(name string) bool {
 	return ok
 }
 
-// indexEntries returns the TTL index entries in the fake bucket.
-func (f *fakeS3) indexEntries() []string {
+// left returns the names under prefix of every object, version or delete marker the fake bucket holds.
+func (f *fakeS3) left(prefix string) (names []string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return slices.DeleteFunc(slices.Sorted(maps.Keys(f.objects)), func(k string) bool {
-		return !strings.HasPrefix(k, indexPrefix)
-	})
+	for _, k := range slices.Sorted(maps.Keys(f.objects)) {
+		if strings.HasPrefix(k, prefix) && len(f.history[k]) == 0 {
+			names = append(names, k)
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(f.history)) {
+		for range f.history[k] {
+			if strings.HasPrefix(k, prefix) {
+				names = append(names, k)
+			}
+		}
+	}
+	return names
 }
 
 // clock is a settable time source for TTL tests.
@@ -417,10 +495,10 @@ func (c *clock) add(d time.Duration) { c.mu.Lock(); defer c.mu.Unlock(); c.t = c
 func newFakeStore(t testing.TB) (*Store, *fakeS3, *clock) {
 	t.Helper()
 	f := newFakeS3()
-	st := newStore(f, "test", time.Second, nil)
+	st := newStore(f, slog.New(slog.DiscardHandler), "test", time.Second, nil)
 	c := &clock{t: time.Date(2026, 1, 2, 3, 4, 5, 600, time.UTC)}
 	st.now = c.now
-	if err := st.Setup(context.Background(), false, false); err != nil {
+	if err := st.Setup(context.Background(), false); err != nil {
 		t.Fatal(err)
 	}
 	return st, f, c
@@ -428,7 +506,7 @@ func newFakeStore(t testing.TB) (*Store, *fakeS3, *clock) {
 
 func newCachedStore(t *testing.T) (*Store, *fakeS3, *clock) {
 	st, f, c := newFakeStore(t)
-	st.cache = newCache(1<<20, 0)
+	st.cache = newCache(1<<20, 0, 100*time.Millisecond)
 	return st, f, c
 }
 
@@ -436,6 +514,13 @@ func newCachedStore(t *testing.T) (*Store, *fakeS3, *clock) {
 func versioned(st *Store, f *fakeS3) {
 	f.versioned, st.versioned = true, true
 }
+
+// Conditions as a PUT or DELETE with If-Match: list, or with If-None-Match: *, carries them.
+func ifMatch(list string) Condition {
+	return func(cur Meta, exists bool) bool { return exists && etagMatch(list, cur.ETag, false) }
+}
+
+func ifAbsent(_ Meta, exists bool) bool { return !exists }
 
 // keyPrefix gives each test its own key space, so tests can share a real bucket.
 func keyPrefix(t *testing.T) string {
@@ -480,8 +565,31 @@ func listKeys(t *testing.T, st *Store, prefix string) []string {
 	return keys
 }
 
+// walk lists prefix a page of limit at a time, following the cursors (checked as the handler checks them) to
+// the end.
+func walk(t *testing.T, st *Store, prefix string, limit int) (all []string) {
+	t.Helper()
+	for after, pages := "", 0; pages < 100; pages++ {
+		keys, next, err := st.List(context.Background(), prefix, after, limit)
+		if err != nil || len(keys) > limit {
+			t.Fatalf("page %d: got %q, %v, want at most %d keys", pages, keys, err, limit)
+		}
+		all = append(all, keys...)
+		if next == "" {
+			return all
+		}
+		if key, _ := keyOf(next); checkKey(key, true) != nil {
+			t.Fatalf("page %d: the handler would refuse the cursor %.40q: %v", pages, next, checkKey(key, true))
+		}
+		after = next
+	}
+	t.Fatal("a walk that does not end")
+	return nil
+}
+
 // stores returns the fake store and, when S3_ENDPOINT is set, a store on that S3, so the fake cannot drift.
-// versioned: a bucket of its own ("-versioned") with versioning on.
+// versioning: a bucket of the test's own with versioning on, removed when the test ends. Whatever a test
+// writes under its keyPrefix in the shared bucket is deleted when it ends.
 func stores(t *testing.T, versioning bool) map[string]*Store {
 	t.Helper()
 	fake, f, _ := newFakeStore(t)
@@ -500,29 +608,58 @@ func stores(t *testing.T, versioning bool) map[string]*Store {
 	}
 	bucket := cmp.Or(os.Getenv("S3_BUCKET"), "kv-test")
 	if versioning {
-		bucket += "-versioned"
+		bucket = fmt.Sprintf("%s-v%x", bucket, rand.Uint32())
 	}
 	env := func(k string) string { return cmp.Or(map[string]string{"S3_BUCKET": bucket}[k], os.Getenv(k)) }
 	cfg, err := loadConfig(env)
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
-	client, err := newS3Client(context.Background(), cfg, newMetrics(nil))
+	client, err := newS3Client(context.Background(), cfg, newMetrics(nil), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := newStore(client, cfg.Bucket, cfg.S3Timeout, nil)
-	if err := st.Setup(context.Background(), true, versioning); err != nil {
+	st := newStore(client, slog.New(slog.DiscardHandler), cfg.Bucket, cfg.S3Timeout, nil)
+	if err := st.Setup(context.Background(), versioning); err != nil {
 		t.Fatalf("bucket %q on %s: %v", cfg.Bucket, cfg.Endpoint, err)
 	}
+	t.Cleanup(func() { cleanBucket(t, client, bucket, versioning) })
 	impls["s3"] = st
 	return impls
+}
+
+// cleanBucket deletes every version the tests left in bucket (only their own keys, in a shared one) and a
+// bucket of the test's own.
+func cleanBucket(t *testing.T, client *s3.Client, bucket string, own bool) {
+	ctx, mine := context.Background(), "test-"+strings.ReplaceAll(t.Name(), "/", "_")
+	p := s3.NewListObjectVersionsPaginator(client, &s3.ListObjectVersionsInput{Bucket: &bucket})
+	for p.HasMorePages() {
+		out, err := p.NextPage(ctx)
+		if err != nil {
+			t.Errorf("cleaning %s: %v", bucket, err)
+			return
+		}
+		var ids []types.ObjectIdentifier
+		for _, v := range out.Versions {
+			ids = append(ids, types.ObjectIdentifier{Key: v.Key, VersionId: v.VersionId})
+		}
+		for _, d := range out.DeleteMarkers {
+			ids = append(ids, types.ObjectIdentifier{Key: d.Key, VersionId: d.VersionId})
+		}
+		ids = slices.DeleteFunc(ids, func(id types.ObjectIdentifier) bool { return !own && !strings.Contains(*id.Key, mine) })
+		if len(ids) > 0 {
+			client.DeleteObjects(ctx, &s3.DeleteObjectsInput{Bucket: &bucket, Delete: &types.Delete{Objects: ids}})
+		}
+	}
+	if own {
+		client.DeleteBucket(ctx, &s3.DeleteBucketInput{Bucket: &bucket})
+	}
 }
 
 func TestObjectPath(t *testing.T) {
 	for key, want := range map[string]string{"a": "a!", "a/b": "a/b!", "!": "!!!", "!x/y!/!!": "!!x/y!!/!!!!!",
 		"ünï/cödé": "ünï/cödé!"} {
-		if got := objectPath(key, false); got != want {
+		if got := objectPath(key); got != want {
 			t.Errorf("objectPath(%q): got %q, want %q", key, got, want)
 		}
 		if got, ok := keyOf(want); !ok || got != key {
@@ -533,7 +670,7 @@ func TestObjectPath(t *testing.T) {
 	keys := []string{"a", "a/b", "!", "a/!", "a/!!", "!/!", "a/b/!", "a!", "a!/b", "a!!/b", "a!!"}
 	for _, k1 := range keys {
 		for _, k2 := range keys {
-			if strings.HasPrefix(objectPath(k2, false), objectPath(k1, false)+"/") {
+			if strings.HasPrefix(objectPath(k2), objectPath(k1)+"/") {
 				t.Errorf("object of %q is a folder of the object of %q", k1, k2)
 			}
 		}
@@ -546,36 +683,41 @@ func TestObjectPath(t *testing.T) {
 }
 
 // TestErrorsKeepTheirCause: the sentinel decides the status, the S3 error stays for the log, the operation
-// is named, and a bare 400 means a bad key only for a key's own HEAD.
+// is named, and an answer kv does not understand, or none in time, is no sentinel (an outage) that says so.
 func TestErrorsKeepTheirCause(t *testing.T) {
 	tests := []struct {
 		code, version string
-		want          error
+		want          error // nil: no sentinel
 	}{
-		{"NoSuchKey", "", ErrNotFound}, {"NotFound", "", ErrNotFound}, {"NoSuchVersion", "v1", ErrNotFound},
-		{"MethodNotAllowed", "v1", ErrNotFound}, {"PreconditionFailed", "", ErrPrecondition},
-		{"ConditionalRequestConflict", "", ErrPrecondition}, {"KeyTooLongError", "", ErrBadKey},
-		{"XMinioInvalidObjectName", "", ErrBadKey}, {"BadRequest", "", ErrBadKey}, {"BadRequest", "v1", ErrBadVersion},
-		{"InvalidArgument", "v1", ErrBadVersion}, {"NoSuchBucket", "", ErrNoBucket}, {"Forbidden", "", ErrDenied},
-		{"ExistingObjectIsDirectory", "", ErrBadKey},
-		{"InvalidAccessKeyId", "", ErrDenied}, {"SignatureDoesNotMatch", "", ErrDenied},
+		{"NoSuchKey", "", ErrNotFound}, {"NotFound", "", ErrNotFound}, {"NoSuchVersion", "v1", ErrNoVersion},
+		{"NotFound", "v1", ErrNoVersion}, {"MethodNotAllowed", "v1", ErrNoVersion}, {"MethodNotAllowed", "", nil},
+		{"PreconditionFailed", "", ErrPrecondition}, {"ConditionalRequestConflict", "", ErrPrecondition},
+		{"KeyTooLongError", "", ErrBadKey}, {"XMinioInvalidObjectName", "", ErrBadKey}, {"BadRequest", "", nil},
+		{"BadRequest", "v1", ErrBadVersion}, {"InvalidArgument", "v1", ErrBadVersion}, {"NoSuchBucket", "", ErrNoBucket},
+		{"Forbidden", "", ErrDenied}, {"ExistingObjectIsDirectory", "", ErrBadKey}, {"InvalidAccessKeyId", "", ErrDenied},
+		{"SignatureDoesNotMatch", "", ErrDenied}, {"ExpiredToken", "", nil}, {"EntityTooLarge", "", nil},
 	}
+	sentinels := []error{ErrNotFound, ErrNoVersion, ErrPrecondition, ErrBadKey, ErrBadVersion, ErrNoBucket, ErrDenied}
 	for _, tt := range tests {
 		cause := fmt.Errorf("operation error S3: HeadObject: %w", apiError{tt.code})
 		got := failObject("head", tt.version, cause)
-		if !errors.Is(got, tt.want) || !errors.Is(got, cause) || !strings.HasPrefix(got.Error(), "s3 head: ") {
-			t.Errorf("%s (version %q): got %v, want %v wrapping the S3 error, naming the operation", tt.code,
-				tt.version, got, tt.want)
+		if !errors.Is(got, cause) || !strings.HasPrefix(got.Error(), "s3 head: ") {
+			t.Errorf("%s: got %v, want the S3 error wrapped, naming the operation", tt.code, got)
+		}
+		for _, s := range sentinels {
+			if errors.Is(got, s) != (s == tt.want || tt.want == ErrNoVersion && s == ErrNotFound) {
+				t.Errorf("%s (version %q): got %v, want sentinel %v", tt.code, tt.version, got, tt.want)
+			}
 		}
 	}
-	if got := fail("head bucket", apiError{"BadRequest"}); errors.Is(got, ErrBadKey) {
-		t.Errorf("a HeadBucket 400: got %v, want no key sentinel (a wrong region looks like that)", got)
-	}
-	if fail("get", nil) != nil || failObject("get", "", nil) != nil {
-		t.Error("fail(nil) is not nil")
+	timeout := fail("put", fmt.Errorf("operation error S3: PutObject: %w", context.DeadlineExceeded))
+	if !strings.Contains(timeout.Error(), "no answer within S3_TIMEOUT") || fail("get", nil) != nil {
+		t.Errorf("a call that ran out of time: got %v, want it to say so", timeout)
 	}
 }
 
+// TestStoreAcceptance runs the store's contract on the fake and on a real S3: conditional writes and deletes
+// (exactly one of racing If-Match writers wins), idempotent deletes, listing in pages.
 func TestStoreAcceptance(t *testing.T) {
 	for name, st := range stores(t, false) {
 		t.Run(name, func(t *testing.T) {
@@ -588,35 +730,28 @@ func TestStoreAcceptance(t *testing.T) {
 				t.Errorf("head missing: got %v, want ErrNotFound", err)
 			}
 			for range 2 { // idempotent: S3 cannot tell whether there was a value
-				if err := st.Delete(ctx, p+"missing", "", ""); err != nil {
+				if err := st.Delete(ctx, p+"missing", "", nil); err != nil {
 					t.Errorf("delete missing: got %v, want nil", err)
 				}
 			}
-			m := put(t, st, p+"a", "one", PutOptions{ContentType: "text/plain", IfNoneMatch: true})
-			refused := []struct {
-				key string
-				o   PutOptions
-			}{
-				{p + "a", PutOptions{IfNoneMatch: true}}, {p + "a", PutOptions{IfMatch: `"0123"`}},
-				{p + "a", PutOptions{IfMatch: "W/" + m.ETag}}, {p + "none", PutOptions{IfMatch: m.ETag}},
-				{p + "none", PutOptions{IfMatch: "*"}},
-			}
-			for _, r := range refused {
-				if _, err := st.Put(ctx, r.key, strings.NewReader("two"), 3, r.o); !errors.Is(err, ErrPrecondition) {
-					t.Errorf("PUT %+v: got %v, want ErrPrecondition", r.o, err)
+			m := put(t, st, p+"a", "one", PutOptions{ContentType: "text/plain", Condition: ifAbsent})
+			for key, cond := range map[string]Condition{p + "a": ifAbsent, p + "a ": ifMatch(`"0123"`),
+				p + "a  ": ifMatch("W/" + m.ETag), p + "none": ifMatch(m.ETag), p + "none ": ifMatch("*")} {
+				key = strings.TrimSpace(key)
+				if _, err := st.Put(ctx, key, strings.NewReader("two"), 3, PutOptions{Condition: cond}); !errors.Is(err,
+					ErrPrecondition) {
+					t.Errorf("PUT %s: got %v, want ErrPrecondition", key, err)
 				}
-				if r.o.IfMatch == "" {
-					continue
-				}
-				if err := st.Delete(ctx, r.key, "", r.o.IfMatch); !errors.Is(err, ErrPrecondition) {
-					t.Errorf("DELETE If-Match %s: got %v, want ErrPrecondition", r.o.IfMatch, err)
+				if err := st.Delete(ctx, key, "", cond); !errors.Is(err, ErrPrecondition) {
+					t.Errorf("DELETE %s: got %v, want ErrPrecondition", key, err)
 				}
 			}
 			var wins atomic.Int64 // of writers racing with one If-Match, exactly one wins
 			var wg sync.WaitGroup
 			for i := range 8 {
 				wg.Go(func() {
-					_, err := st.Put(ctx, p+"a", strings.NewReader(strconv.Itoa(i)), 1, PutOptions{IfMatch: m.ETag})
+					o := PutOptions{Condition: ifMatch(m.ETag)}
+					_, err := st.Put(ctx, p+"a", strings.NewReader(strconv.Itoa(i)), 1, o)
 					if err == nil {
 						wins.Add(1)
 					} else if !errors.Is(err, ErrPrecondition) {
@@ -629,7 +764,7 @@ func TestStoreAcceptance(t *testing.T) {
 				t.Errorf("writers racing with one If-Match: %d won, want 1", wins.Load())
 			}
 			m, _ = st.Head(ctx, p+"a", "")
-			m2 := put(t, st, p+"a", "two", PutOptions{IfMatch: `"0123", ` + m.ETag})
+			m2 := put(t, st, p+"a", "two", PutOptions{Condition: ifMatch(`"0123", ` + m.ETag)})
 			if got, err := get(t, st, p+"a"); err != nil || got != "two" {
 				t.Errorf("get after If-Match write: got %q, %v, want two", got, err)
 			}
@@ -646,11 +781,11 @@ func TestStoreAcceptance(t *testing.T) {
 			if keys := listKeys(t, st, p+"a/"); !slices.Equal(keys, []string{p + "a/b"}) {
 				t.Errorf("list prefix a/: got %q, want only %q", keys, p+"a/b")
 			}
-			if err := st.Delete(ctx, p+"a", "", m2.ETag); err != nil {
+			if err := st.Delete(ctx, p+"a", "", ifMatch(m2.ETag)); err != nil {
 				t.Errorf("DELETE If-Match the current ETag: %v", err)
 			}
 			for _, k := range want[2:] {
-				if err := st.Delete(ctx, k, "", "*"); err != nil {
+				if err := st.Delete(ctx, k, "", ifMatch("*")); err != nil {
 					t.Errorf("DELETE If-Match * of %q: %v", k, err)
 				}
 			}
@@ -680,11 +815,11 @@ func TestTTLExpiresAtTheInstant(t *testing.T) {
 	if _, err := st.Head(ctx, "k", ""); !errors.Is(err, ErrNotFound) || len(listKeys(t, st, "")) != 0 {
 		t.Errorf("head at expiry: got %v, listed %q, want ErrNotFound and not listed", err, listKeys(t, st, ""))
 	}
-	if _, err := st.Put(ctx, "k", strings.NewReader("x"), 1, PutOptions{IfMatch: m.ETag}); !errors.Is(err,
-		ErrPrecondition) {
+	_, err := st.Put(ctx, "k", strings.NewReader("x"), 1, PutOptions{Condition: ifMatch(m.ETag)})
+	if !errors.Is(err, ErrPrecondition) {
 		t.Errorf("If-Match on an expired value: got %v, want ErrPrecondition", err)
 	}
-	put(t, st, "k", "fresh", PutOptions{IfNoneMatch: true}) // an expired value counts as absent
+	put(t, st, "k", "fresh", PutOptions{Condition: ifAbsent}) // an expired value counts as absent
 	c.add(time.Hour)
 	if got, err := get(t, st, "k"); err != nil || got != "fresh" {
 		t.Errorf("a PUT without ttl over a TTL value: got %q, %v, want fresh for good", got, err)
@@ -696,15 +831,15 @@ func TestTTLExpiresAtTheInstant(t *testing.T) {
 func TestIfNoneMatchOverAnExpiredValue(t *testing.T) {
 	st, f, c := newFakeStore(t)
 	put(t, st, "k", "old", PutOptions{TTL: time.Second})
-	c.add(2 * time.Second)
-	f.hooks(func(op, key string) error {
+	c.add(3 * time.Second)
+	f.hooks(func(_ context.Context, op, key string) error {
 		if op == "DeleteObject" {
 			f.hooks(nil, nil)
 			sweepNow(t, st) // the sweep gets there first
 		}
 		return nil
 	}, nil)
-	put(t, st, "k", "new", PutOptions{IfNoneMatch: true})
+	put(t, st, "k", "new", PutOptions{Condition: ifAbsent})
 	if got, err := get(t, st, "k"); err != nil || got != "new" {
 		t.Errorf("after If-None-Match: got %q, %v, want new", got, err)
 	}
@@ -712,16 +847,16 @@ func TestIfNoneMatchOverAnExpiredValue(t *testing.T) {
 
 func TestSweep(t *testing.T) {
 	st, f, c := newFakeStore(t)
-	put(t, st, "gone", "v", PutOptions{TTL: time.Second})
+	put(t, st, "gone", "v", PutOptions{TTL: 5 * time.Second})
 	put(t, st, "later", "v", PutOptions{TTL: time.Hour})
-	put(t, st, "rewritten", "v", PutOptions{TTL: time.Second})
+	put(t, st, "rewritten", "v", PutOptions{TTL: 5 * time.Second})
 	put(t, st, "rewritten", "permanent", PutOptions{})
-	put(t, st, "deleted", "v", PutOptions{TTL: time.Second})
-	if err := st.Delete(context.Background(), "deleted", "", ""); err != nil {
+	put(t, st, "deleted", "v", PutOptions{TTL: 5 * time.Second})
+	if err := st.Delete(context.Background(), "deleted", "", nil); err != nil {
 		t.Fatal(err)
 	}
 	put(t, st, "forever", "v", PutOptions{})
-	c.add(2 * time.Second)
+	c.add(6 * time.Second)
 	if n := sweepNow(t, st); n != 1 {
 		t.Fatalf("sweep: got %d deleted, want 1", n)
 	}
@@ -730,67 +865,87 @@ func TestSweep(t *testing.T) {
 			t.Errorf("object of %q present: got %v, want %v", key, !want, want)
 		}
 	}
-	if index := f.indexEntries(); len(index) != 1 || !strings.HasSuffix(index[0], "/later!") {
+	if index := f.left(indexPrefix); len(index) != 1 || !strings.HasSuffix(index[0], "/later!") {
 		t.Errorf("index after sweep: got %q, want only the entry of later", index)
 	}
 	if n := sweepNow(t, st); n != 0 {
 		t.Errorf("second sweep: got %d deleted, want nothing to do", n)
 	}
-	// An entry is due one second early, but its value stays until it has expired.
-	m := put(t, st, "soon", "v", PutOptions{TTL: 1500 * time.Millisecond})
-	c.add(time.Second)
-	if n := sweepNow(t, st); n != 0 || len(f.indexEntries()) != 2 {
-		t.Errorf("before expiry: %d deleted, entries %q, want the value and its entry kept", n, f.indexEntries())
+	// An entry is due once the whole second its value expired in has passed: the value goes then, not before.
+	m := put(t, st, "soon", "v", PutOptions{TTL: 3500 * time.Millisecond})
+	c.add(time.Unix(dueSecond(m.ExpiresAt), 0).Sub(c.now()) - time.Millisecond)
+	heads := f.count("HeadObject")
+	if n := sweepNow(t, st); n != 0 || !f.present(valueName("soon")) || f.count("HeadObject") != heads {
+		t.Errorf("before its entry's second: %d deleted, %d HEADs, want the value kept, not looked at", n,
+			f.count("HeadObject")-heads)
 	}
-	c.add(m.ExpiresAt.Sub(c.now()) + time.Millisecond)
+	c.add(time.Millisecond)
 	if n := sweepNow(t, st); n != 1 {
-		t.Errorf("just after expiry, in the second before its entry's: got %d deleted, want 1", n)
+		t.Errorf("in its entry's second: got %d deleted, want 1", n)
 	}
 }
 
-// TestSweepPagesInBatches: a backlog of 1,500 due keys is swept a page at a time, in bounded memory (no LIST
-// over a page), with one HEAD per due key and none for the others.
-func TestSweepPagesInBatches(t *testing.T) {
+// TestSweepCalls: the sweep costs at most two S3 calls per expired key (its HEAD and its delete; three on a
+// versioned bucket, which checks what its marker buried) and a few per page, short TTLs (which write a second
+// entry) included, and leaves nothing behind in the index, versioned or not.
+func TestSweepCalls(t *testing.T) {
 	for _, versioning := range []bool{false, true} {
 		t.Run(fmt.Sprint("versioned=", versioning), func(t *testing.T) {
 			st, f, c := newFakeStore(t)
 			if versioning {
 				versioned(st, f)
 			}
-			for i := range 1500 {
-				put(t, st, fmt.Sprintf("due/%04d", i), "v", PutOptions{TTL: time.Second})
-			}
-			put(t, st, "due/0007", "rewritten for good", PutOptions{})
-			put(t, st, "due/0008", "rewritten, later", PutOptions{TTL: time.Hour})
-			for i := range 50 {
-				put(t, st, fmt.Sprintf("live/%02d", i), "v", PutOptions{TTL: time.Hour})
-				put(t, st, fmt.Sprintf("permanent/%02d", i), "v", PutOptions{})
+			for i := range 100 {
+				put(t, st, fmt.Sprintf("k%03d", i), "v", PutOptions{TTL: time.Second})
 			}
 			c.add(3 * time.Second)
-			heads := f.count("HeadObject")
-			if n := sweepNow(t, st); n != 1498 {
-				t.Fatalf("sweep: got %d deleted, want 1498", n)
+			before := f.total()
+			if n := sweepNow(t, st); n != 100 {
+				t.Fatalf("sweep: got %d deleted, want 100", n)
 			}
-			if got := f.count("HeadObject") - heads; got != 1500 {
-				t.Errorf("HEADs: got %d, want one per due key (1500)", got)
+			perKey := map[bool]int{false: 2, true: 3}[versioning]
+			if calls := f.total() - before; calls > perKey*100+3 {
+				t.Errorf("S3 calls: got %d for 100 expired keys, want at most %d", calls, perKey*100+3)
 			}
-			if f.maxList > sweepPage {
-				t.Errorf("largest LIST %d: want at most %d", f.maxList, sweepPage)
-			}
-			for key, want := range map[string]string{"due/0007": "rewritten for good", "due/0008": "rewritten, later"} {
-				if got, err := get(t, st, key); err != nil || got != want {
-					t.Errorf("%s: got %q, %v, want %q", key, got, err, want)
-				}
-			}
-			if n := len(f.indexEntries()); n != 51 || len(listKeys(t, st, "due/")) != 2 {
-				t.Errorf("after the sweep: %d index entries, %q listed, want 51 and the two rewrites", n,
-					listKeys(t, st, "due/"))
-			}
-			if vs, _, _ := st.Versions(context.Background(), "due/0009", "", 10); versioning && (len(vs) != 2 ||
-				!vs[0].Deleted) {
-				t.Errorf("history of an expired key: got %+v, want the value under a delete marker", vs)
+			if left := f.left(indexPrefix); len(left) != 0 {
+				t.Errorf("index after the sweep: %d objects, versions or markers left, want none", len(left))
 			}
 		})
+	}
+}
+
+// TestSweepPagesInBatches: a backlog of 1,500 due keys is swept a page at a time, in bounded memory (no LIST
+// over a page), with one HEAD per due key and none for the others.
+func TestSweepPagesInBatches(t *testing.T) {
+	st, f, c := newFakeStore(t)
+	for i := range 1500 {
+		put(t, st, fmt.Sprintf("due/%04d", i), "v", PutOptions{TTL: 5 * time.Second})
+	}
+	put(t, st, "due/0007", "rewritten for good", PutOptions{})
+	put(t, st, "due/0008", "rewritten, later", PutOptions{TTL: time.Hour})
+	for i := range 50 {
+		put(t, st, fmt.Sprintf("live/%02d", i), "v", PutOptions{TTL: time.Hour})
+		put(t, st, fmt.Sprintf("permanent/%02d", i), "v", PutOptions{})
+	}
+	c.add(7 * time.Second)
+	heads := f.count("HeadObject")
+	if n := sweepNow(t, st); n != 1498 {
+		t.Fatalf("sweep: got %d deleted, want 1498", n)
+	}
+	if got := f.count("HeadObject") - heads; got != 1500 {
+		t.Errorf("HEADs: got %d, want one per due key (1500)", got)
+	}
+	if f.maxList > sweepPage {
+		t.Errorf("largest LIST %d: want at most %d", f.maxList, sweepPage)
+	}
+	for key, want := range map[string]string{"due/0007": "rewritten for good", "due/0008": "rewritten, later"} {
+		if got, err := get(t, st, key); err != nil || got != want {
+			t.Errorf("%s: got %q, %v, want %q", key, got, err, want)
+		}
+	}
+	if n := len(f.left(indexPrefix)); n != 51 || len(listKeys(t, st, "due/")) != 2 {
+		t.Errorf("after the sweep: %d index entries, %q listed, want 51 and the two rewrites", n,
+			listKeys(t, st, "due/"))
 	}
 }
 
@@ -815,9 +970,9 @@ func TestSweepRacingAWrite(t *testing.T) {
 				versioned(st, f)
 			}
 			f.ignoreDeleteETag = tt.ignoreTag
-			put(t, st, "k", "old", PutOptions{TTL: time.Second})
-			c.add(2 * time.Second)
-			f.hooks(func(op, key string) error {
+			put(t, st, "k", "old", PutOptions{TTL: 5 * time.Second})
+			c.add(6 * time.Second)
+			f.hooks(func(_ context.Context, op, key string) error {
 				if op == "DeleteObject" {
 					f.hooks(nil, nil)
 					put(t, st, "k", tt.value, PutOptions{TTL: time.Hour})
@@ -830,8 +985,8 @@ func TestSweepRacingAWrite(t *testing.T) {
 			if got != tt.want || (tt.want == "") != errors.Is(err, ErrNotFound) {
 				t.Errorf("after the sweep: got %q, %v, want %q", got, err, tt.want)
 			}
-			if tt.want != "" && len(f.indexEntries()) != 1 {
-				t.Errorf("index: got %q, want the write's own entry only", f.indexEntries())
+			if tt.want != "" && len(f.left(indexPrefix)) != 1 {
+				t.Errorf("index: got %q, want the write's own entry only", f.left(indexPrefix))
 			}
 		})
 	}
@@ -841,58 +996,58 @@ func TestSweepRacingAWrite(t *testing.T) {
 // would reclaim the value.
 func TestTTLWriteNeedsItsEntry(t *testing.T) {
 	st, f, _ := newFakeStore(t)
-	f.hooks(func(op, key string) error {
-		if op == "PutObject" && strings.HasPrefix(key, indexPrefix) {
-			return errors.New("connection reset")
-		}
-		return nil
-	}, nil)
+	f.hooks(failing("PutObject", indexPrefix, errors.New("connection reset")), nil)
 	_, err := st.Put(context.Background(), "k", strings.NewReader("v"), 1, PutOptions{TTL: time.Minute})
 	if err == nil || f.present(valueName("k")) {
 		t.Errorf("got %v, value stored %v; want an error and nothing stored", err, f.present(valueName("k")))
 	}
 }
 
-// TestSweepKeepsWhatItCouldNotFinish: when a HEAD or a delete fails, the entry stays, the sweep says so,
-// and the next sweep finishes the work.
+// TestSweepKeepsWhatItCouldNotFinish: when a HEAD, a value's delete or the entries' delete fails, the entry
+// stays, the sweep says so, and the next sweep finishes the work. Its error is the first, with a count.
 func TestSweepKeepsWhatItCouldNotFinish(t *testing.T) {
-	for _, fault := range []string{"HeadObject v/", "DeleteObject v/", "DeleteObject t/"} {
+	for _, fault := range []string{"HeadObject", "DeleteObject", "DeleteObjects"} {
 		t.Run(fault, func(t *testing.T) {
 			st, f, c := newFakeStore(t)
-			put(t, st, "k", "v", PutOptions{TTL: time.Second})
-			c.add(2 * time.Second)
-			f.hooks(func(op, key string) error {
-				if op+" "+key[:2] == fault {
-					return errors.New("connection reset")
-				}
-				return nil
-			}, nil)
-			if _, err := st.Sweep(context.Background()); err == nil || len(f.indexEntries()) != 1 {
-				t.Errorf("got %v and entries %q, want an error and the entry kept", err, f.indexEntries())
+			put(t, st, "k", "v", PutOptions{TTL: 5 * time.Second})
+			c.add(6 * time.Second)
+			f.hooks(failing(fault, "", errors.New("connection reset")), nil)
+			if _, err := st.Sweep(context.Background()); err == nil || len(f.left(indexPrefix)) != 1 {
+				t.Errorf("got %v and entries %q, want an error and the entry kept", err, f.left(indexPrefix))
 			}
 			f.hooks(nil, nil)
 			sweepNow(t, st)
-			if f.present(valueName("k")) || len(f.indexEntries()) != 0 {
+			if f.present(valueName("k")) || len(f.left(indexPrefix)) != 0 {
 				t.Errorf("next sweep: value there %v, entries %q, want both gone", f.present(valueName("k")),
-					f.indexEntries())
+					f.left(indexPrefix))
 			}
 		})
+	}
+	st, f, c := newFakeStore(t)
+	for i := range 500 {
+		put(t, st, fmt.Sprintf("k%03d", i), "v", PutOptions{TTL: 5 * time.Second})
+	}
+	c.add(6 * time.Second)
+	f.hooks(failing("HeadObject", "", apiError{"SlowDown"}), nil)
+	_, err := st.Sweep(context.Background())
+	if err == nil || len(err.Error()) > 200 || !strings.HasPrefix(err.Error(), "500 failed, the first: ") {
+		t.Errorf("500 failed HEADs: got %d bytes: %.300v, want the first error and the count", len(fmt.Sprint(err)), err)
 	}
 }
 
 // TestSlowTTLUpload: a value whose upload outlasts its TTL is reclaimed, whether it lands after a sweep has
-// dropped its entry (the PUT puts the entry again) or while the sweep drops it (the sweep looks again).
+// dropped its entry or while the sweep drops it: the PUT puts an entry of its own once it lands.
 func TestSlowTTLUpload(t *testing.T) {
 	for _, landsDuringTheDrop := range []bool{false, true} {
 		t.Run(fmt.Sprint("lands during the drop: ", landsDuringTheDrop), func(t *testing.T) {
 			st, f, c := newFakeStore(t)
 			land, landed := make(chan struct{}), make(chan struct{})
 			var once sync.Once
-			f.hooks(func(op, key string) error {
+			f.hooks(func(_ context.Context, op, key string) error {
 				switch {
 				case op == "PutObject" && key == valueName("k"):
 					once.Do(func() { c.add(2 * time.Second); <-land })
-				case op == "DeleteObject" && strings.HasPrefix(key, indexPrefix) && landsDuringTheDrop:
+				case op == "DeleteObjects" && landsDuringTheDrop:
 					close(land)
 					<-landed
 				}
@@ -911,9 +1066,10 @@ func TestSlowTTLUpload(t *testing.T) {
 			if keys := listKeys(t, st, ""); len(keys) != 0 {
 				t.Errorf("listed after expiry: %q", keys)
 			}
-			if n := sweepNow(t, st); n != 1 || f.present(valueName("k")) || len(f.indexEntries()) != 0 {
+			c.add(2 * time.Second)
+			if n := sweepNow(t, st); n != 1 || f.present(valueName("k")) || len(f.left(indexPrefix)) != 0 {
 				t.Errorf("next sweep: %d deleted, value there %v, entries %q, want the value and its entry gone", n,
-					f.present(valueName("k")), f.indexEntries())
+					f.present(valueName("k")), f.left(indexPrefix))
 			}
 		})
 	}
@@ -924,61 +1080,122 @@ func TestSlowTTLUpload(t *testing.T) {
 func TestVersionDeleteResurfacesAnExpiredValue(t *testing.T) {
 	st, f, c := newFakeStore(t)
 	versioned(st, f)
-	put(t, st, "k", "brief", PutOptions{TTL: time.Second})
+	put(t, st, "k", "brief", PutOptions{TTL: 5 * time.Second})
 	m := put(t, st, "k", "permanent", PutOptions{})
-	c.add(2 * time.Second)
+	c.add(6 * time.Second)
 	sweepNow(t, st) // the brief value is buried: its entry goes
-	if err := st.Delete(context.Background(), "k", m.Version, ""); err != nil {
+	if err := st.Delete(context.Background(), "k", m.Version, nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := get(t, st, "k"); !errors.Is(err, ErrNotFound) || len(listKeys(t, st, "")) != 0 {
 		t.Errorf("after the version delete: got %v, listed %q, want ErrNotFound, not listed", err, listKeys(t, st, ""))
 	}
-	if n := sweepNow(t, st); n != 1 || len(f.indexEntries()) != 0 {
-		t.Errorf("sweep: %d deleted, entries %q, want the resurfaced value reclaimed", n, f.indexEntries())
+	c.add(2 * time.Second)
+	if n := sweepNow(t, st); n != 1 || len(f.left(indexPrefix)) != 0 {
+		t.Errorf("sweep: %d deleted, entries %q, want the resurfaced value reclaimed", n, f.left(indexPrefix))
 	}
 }
 
-// walk lists prefix a page of limit at a time, following the cursors to the end.
-func walk(t *testing.T, st *Store, prefix string, limit int) (all []string) {
-	t.Helper()
-	for after, pages := "", 0; pages < 100; pages++ {
-		keys, next, err := st.List(context.Background(), prefix, after, limit)
-		if err != nil || len(keys) > limit {
-			t.Fatalf("page %d: got %q, %v, want at most %d keys", pages, keys, err, limit)
+// TestAfterthoughtsFailing: when a write took effect and only the index entry kv writes after it fails, the
+// write succeeds (a retry would find it done) and the failure is logged.
+func TestAfterthoughtsFailing(t *testing.T) {
+	st, f, _ := newFakeStore(t)
+	versioned(st, f)
+	var logs syncBuffer
+	st.log = slog.New(slog.NewJSONHandler(&logs, nil))
+	f.hooks(func(_ context.Context, op, key string) error {
+		if op == "PutObject" && key == valueName("k") {
+			f.hooks(failing("PutObject", indexPrefix, errors.New("connection reset")), nil)
 		}
-		all = append(all, keys...)
-		if next == "" {
-			return all
-		}
-		after = next
+		return nil
+	}, nil)
+	m, err := st.Put(context.Background(), "k", strings.NewReader("v"), 1, PutOptions{TTL: time.Second})
+	if err != nil || !f.present(valueName("k")) {
+		t.Errorf("a short TTL write whose second entry fails: got %v, stored %v, want success", err, f.present(valueName("k")))
 	}
-	t.Fatal("a walk that does not end")
-	return nil
+	f.hooks(nil, nil)
+	over := put(t, st, "k", "over it", PutOptions{})
+	f.hooks(failing("PutObject", indexPrefix, errors.New("connection reset")), nil)
+	err = st.Delete(context.Background(), "k", over.Version, nil) // brings back the TTL value, whose entry fails
+	if got, _ := st.Head(context.Background(), "k", ""); err != nil || got.ETag != m.ETag {
+		t.Errorf("a version delete whose re-index fails: got %v, current %+v, want success, the TTL value", err, got)
+	}
+	if n := strings.Count(logs.String(), `"level":"WARN"`); n != 2 || !strings.Contains(logs.String(), "connection reset") {
+		t.Errorf("log: got %d warnings, want 2 naming the cause:\n%s", n, &logs)
+	}
 }
 
-// TestListWalks: a walk through the pages lists every live key once, whatever the page size: not an
-// expired one (swept or not), not an object kv did not write.
+// TestListWalks: a walk through the pages lists every live key once, whatever the page size: not an expired
+// one (swept or not), not an object kv did not write, and past keys of every length and number of "!".
 func TestListWalks(t *testing.T) {
 	st, f, c := newFakeStore(t)
-	var want []string
+	want := []string{"k/" + strings.Repeat(strings.Repeat("!", 100)+"/", 3)[:302], "k/" + longKey[2:]}
+	for _, k := range want {
+		put(t, st, k, "v", PutOptions{})
+	}
 	for i := range 30 {
 		key := fmt.Sprintf("k/%02d", i)
 		if i%3 == 0 {
 			want = append(want, key)
 			put(t, st, key, "v", PutOptions{})
 		} else {
-			put(t, st, key, "v", PutOptions{TTL: time.Second})
+			put(t, st, key, "v", PutOptions{TTL: 5 * time.Second})
 		}
 	}
+	slices.Sort(want)
 	for _, name := range []string{"v/k/00", "v/k/05x", "v/k/05!!x", "v/z"} {
 		f.objects[name] = fakeObject{}
 	}
-	c.add(time.Second)
+	c.add(5 * time.Second)
 	for _, limit := range []int{1, 2, 4, 100} {
 		if all := walk(t, st, "k/", limit); !slices.Equal(all, want) {
 			t.Errorf("limit %d: walked %q, want %q", limit, all, want)
 		}
+	}
+}
+
+// TestListCalls: a page of settled keys none of which is due costs two S3 calls (the page and the index); a
+// key that may have expired (an entry due, or a value too recent to be sure of) costs a HEAD, and an expired
+// one is never listed; a failed HEAD fails the page; more due entries than one index page holds HEAD all.
+func TestListCalls(t *testing.T) {
+	st, f, c := newFakeStore(t)
+	var want []string
+	for i := range 200 {
+		want = append(want, fmt.Sprintf("k/%03d", i))
+		put(t, st, want[i], "v", PutOptions{TTL: time.Duration(i%2) * time.Hour})
+	}
+	put(t, st, "k/expired", "v", PutOptions{TTL: 5 * time.Second})
+	c.add(6 * time.Second)
+	list := func() ([]string, int, error) {
+		before := f.total()
+		keys, _, err := st.List(context.Background(), "", "", 1000)
+		return keys, f.total() - before, err
+	}
+	if keys, calls, err := list(); err != nil || !slices.Equal(keys, want) || calls != 3 {
+		t.Errorf("settled keys, one expired: got %d keys, %d S3 calls, %v, want %d keys and 3 calls", len(keys), calls,
+			err, len(want))
+	}
+	for k, o := range f.objects { // every value is recent
+		o.modified = c.now().Add(-settled + time.Second)
+		f.objects[k] = o
+	}
+	if keys, calls, _ := list(); !slices.Equal(keys, want) || calls != 2+len(want)+1 {
+		t.Errorf("recent values: got %d keys, %d S3 calls, want every key HEADed", len(keys), calls)
+	}
+	f.hooks(failing("HeadObject", "", apiError{"SlowDown"}), nil)
+	if keys, _, err := list(); err == nil || keys != nil {
+		t.Errorf("a HEAD failing: got %q, %v, want no page and the error", keys, err)
+	}
+	st, f, c = newFakeStore(t)
+	for i := range sweepPage + 1 {
+		put(t, st, fmt.Sprintf("a/%04d", i), "v", PutOptions{TTL: 5 * time.Second})
+	}
+	put(t, st, "b", "v", PutOptions{})
+	c.add(6 * time.Second)
+	before := f.total()
+	if keys, _, err := st.List(context.Background(), "b", "", 10); len(keys) != 1 || f.total()-before != 3 {
+		t.Errorf("a backlog past one index page: got %q, %v, %d S3 calls, want the key HEADed (3 calls)", keys, err,
+			f.total()-before)
 	}
 }
 
@@ -987,22 +1204,48 @@ func TestWritesRacingADelete(t *testing.T) {
 	for _, op := range []string{"PutObject", "DeleteObject"} {
 		st, f, _ := newFakeStore(t)
 		m := put(t, st, "k", "v", PutOptions{})
-		f.hooks(func(o, key string) error {
+		f.hooks(func(_ context.Context, o, key string) error {
 			if o == op {
 				f.hooks(nil, nil)
-				st.Delete(context.Background(), "k", "", "")
+				st.Delete(context.Background(), "k", "", nil)
 			}
 			return nil
 		}, nil)
 		var err error
 		if op == "PutObject" {
-			_, err = st.Put(context.Background(), "k", strings.NewReader("x"), 1, PutOptions{IfMatch: m.ETag})
+			_, err = st.Put(context.Background(), "k", strings.NewReader("x"), 1, PutOptions{Condition: ifMatch(m.ETag)})
 		} else {
-			err = st.Delete(context.Background(), "k", "", m.ETag)
+			err = st.Delete(context.Background(), "k", "", ifMatch(m.ETag))
 		}
 		if !errors.Is(err, ErrPrecondition) {
 			t.Errorf("If-Match racing a delete, at %s: got %v, want ErrPrecondition", op, err)
 		}
+	}
+}
+
+// TestHeadAsksForTheBucketOnlyForAClient: S3 answers a HEAD in a missing bucket as a missing key; only a
+// client's HEAD asks for the bucket then. A malformed HEAD's bare 400 is told by a GET of one byte.
+func TestHeadAsksForTheBucketOnlyForAClient(t *testing.T) {
+	st, f, c := newFakeStore(t)
+	put(t, st, "k", "v", PutOptions{TTL: 5 * time.Second})
+	c.add(6 * time.Second)
+	sweepNow(t, st)
+	st.Put(context.Background(), "k", strings.NewReader("v"), 1, PutOptions{Condition: ifMatch("*")})
+	if n := f.count("HeadBucket"); n != 1 { // Setup's
+		t.Errorf("a sweep and a precondition of a missing key: got %d HeadBucket calls, want none", n-1)
+	}
+	if _, err := st.Head(context.Background(), "k", ""); !errors.Is(err, ErrNotFound) || f.count("HeadBucket") != 2 {
+		t.Errorf("a client's HEAD of a missing key: got %v, %d HeadBucket calls, want ErrNotFound after one", err,
+			f.count("HeadBucket")-1)
+	}
+	f.noBucket = true
+	if _, err := st.Head(context.Background(), "k", ""); !errors.Is(err, ErrNoBucket) {
+		t.Errorf("a client's HEAD in a missing bucket: got %v, want ErrNoBucket", err)
+	}
+	f.noBucket = false
+	f.hooks(failing("HeadObject", "", apiError{"BadRequest"}), nil) // kv makes no name S3 refuses: S3's fault
+	if _, err := st.Head(context.Background(), "k", ""); err == nil || errors.Is(err, ErrBadKey) {
+		t.Errorf("a HEAD's bare 400: got %v, want S3's fault, not the key's", err)
 	}
 }
 
@@ -1033,15 +1276,7 @@ func TestVersionsAcceptance(t *testing.T) {
 				t.Errorf("first version: got %q, want one", got)
 			}
 			body.Close()
-			page, next, err := st.Versions(ctx, k, "", 2)
-			if err != nil || len(page) != 2 || next != page[1].Version {
-				t.Fatalf("page 1: got %d, next %q, %v", len(page), next, err)
-			}
-			page, next, _ = st.Versions(ctx, k, next, 2)
-			if len(page) != 1 || page[0].Version != written[0].Version || next != "" {
-				t.Errorf("page 2: got %+v, next %q, want the oldest version and no next", page, next)
-			}
-			if err := st.Delete(ctx, k, "", written[2].ETag); err != nil { // a conditional delete lays a marker too
+			if err := st.Delete(ctx, k, "", ifMatch(written[2].ETag)); err != nil { // a conditional delete lays a marker
 				t.Fatal(err)
 			}
 			vs, _, _ = st.Versions(ctx, k, "", 10)
@@ -1049,11 +1284,11 @@ func TestVersionsAcceptance(t *testing.T) {
 				t.Fatalf("after DELETE: got %v, history %+v, want ErrNotFound, a marker on top of 3 versions", err, vs)
 			}
 			for range 2 { // idempotent
-				if err := st.Delete(ctx, k, written[0].Version, ""); err != nil {
+				if err := st.Delete(ctx, k, written[0].Version, nil); err != nil {
 					t.Fatalf("delete version: %v", err)
 				}
 			}
-			for version, want := range map[string]error{written[0].Version: ErrNotFound, vs[0].Version: ErrNotFound,
+			for version, want := range map[string]error{written[0].Version: ErrNoVersion, vs[0].Version: ErrNoVersion,
 				"abc": ErrBadVersion} {
 				if _, err := st.Head(ctx, k, version); !errors.Is(err, want) {
 					t.Errorf("HEAD of version %q: got %v, want %v", version, err, want)
@@ -1062,7 +1297,7 @@ func TestVersionsAcceptance(t *testing.T) {
 			if _, _, err := st.Get(ctx, k, "abc"); !errors.Is(err, ErrBadVersion) {
 				t.Errorf("GET of a malformed version: got %v, want ErrBadVersion", err)
 			}
-			if err := st.Delete(ctx, k, vs[0].Version, ""); err != nil { // removing the marker restores "three"
+			if err := st.Delete(ctx, k, vs[0].Version, nil); err != nil { // removing the marker restores "three"
 				t.Fatalf("deleting the delete marker: %v", err)
 			}
 			if got, err := get(t, st, k); err != nil || got != "three" {
@@ -1076,46 +1311,122 @@ func TestVersionsAcceptance(t *testing.T) {
 			if vs, _, _ := st.Versions(ctx, k, "", 10); vs[0].Version != again.Version || vs[0].Deleted {
 				t.Errorf("history: got %+v, want the second write current, no marker on it", vs)
 			}
+			if err := checkVersionPages(t, st, k); err != nil {
+				t.Error(err)
+			}
 		})
 	}
 }
 
-func entry(key, value string) *cacheEntry { return &cacheEntry{key: key, value: []byte(value)} }
+// checkVersionPages walks key's history a page of 1, 2 and 3 at a time: every entry once, in the order of the
+// whole.
+func checkVersionPages(t *testing.T, st *Store, key string) error {
+	all, _, err := st.Versions(context.Background(), key, "", 1000)
+	for limit := 1; limit <= 3 && err == nil; limit++ {
+		var walked []Version
+		for after, n := "", 0; n < 50; n++ {
+			page, next, err := st.Versions(context.Background(), key, after, limit)
+			if err != nil {
+				return err
+			}
+			walked = append(walked, page...)
+			if after = next; next == "" {
+				break
+			}
+		}
+		if !slices.Equal(walked, all) {
+			return fmt.Errorf("pages of %d: got %+v, want %+v", limit, walked, all)
+		}
+	}
+	return err
+}
+
+// TestVersionsInS3Order: versions and delete markers of the same second (AWS lists whole seconds; the fake
+// gives them all the same time) come out in S3's order, and pages of any size chain without a gap or a repeat.
+func TestVersionsInS3Order(t *testing.T) {
+	st, f, _ := newFakeStore(t)
+	versioned(st, f)
+	for i := range 4 {
+		put(t, st, "k", strconv.Itoa(i), PutOptions{})
+		if i%2 == 0 {
+			st.Delete(context.Background(), "k", "", nil)
+		}
+	}
+	vs, _, err := st.Versions(context.Background(), "k", "", 100)
+	var got, want []string
+	for i, v := range vs {
+		got = append(got, v.Version)
+		want = append(want, f.history[valueName("k")][len(vs)-1-i].version)
+	}
+	if err != nil || !slices.Equal(got, want) {
+		t.Errorf("history: got %q, %v, want S3's order %q", got, err, want)
+	}
+	if err := checkVersionPages(t, st, "k"); err != nil {
+		t.Error(err)
+	}
+}
+
+func entry(key string, size int) *cacheEntry {
+	return &cacheEntry{key: key, value: make([]byte, size)}
+}
 
 func TestCacheEvictsLeastRecentlyUsedByBytes(t *testing.T) {
-	c := newCache(30, 0) // each entry below is 10 bytes: key 1 + value 9
+	const each = 10 + entryOverhead // key 1, value 9
+	c := newCache(3*each, 0, 0)
 	now := time.Now()
 	for _, k := range []string{"a", "b", "c"} {
-		c.fill(entry(k, "123456789"), 0)
+		c.fill(entry(k, 9), 0)
 	}
 	if e, _ := c.get("a", now); e == nil { // a becomes the most recent
 		t.Fatal("a is not cached")
 	}
-	c.fill(entry("d", "123456789"), 0)
+	c.fill(entry("d", 9), 0)
 	var keys []string
 	for el := c.ll.Front(); el != nil; el = el.Next() {
 		keys = append(keys, el.Value.(*cacheEntry).key)
 	}
-	if !slices.Equal(keys, []string{"d", "a", "c"}) || c.used != 30 || c.evictions != 1 {
-		t.Errorf("after evicting: got %q, %d bytes, %d evictions, want [d a c] (b was least recently used), 30, 1",
-			keys, c.used, c.evictions)
+	if !slices.Equal(keys, []string{"d", "a", "c"}) || c.used != 3*each || c.evictions != 1 {
+		t.Errorf("after evicting: got %q, %d bytes, %d evictions, want [d a c] (b was least recently used), %d, 1",
+			keys, c.used, c.evictions, 3*each)
 	}
-	c.fill(entry("e", strings.Repeat("x", 25)), 0) // 26 bytes: room for nothing else
-	if c.used != 26 || c.ll.Len() != 1 {
-		t.Errorf("after a large entry: got %d bytes in %d items, want 26 in 1", c.used, c.ll.Len())
+	c.fill(entry("e", 2*each), 0) // room for nothing else
+	if c.used != 3*each-10+1 || c.ll.Len() != 1 {
+		t.Errorf("after a large entry: got %d bytes in %d items, want %d in 1", c.used, c.ll.Len(), 3*each-9)
 	}
-	if newCache(0, 0) != nil {
+	if newCache(0, 0, 0) != nil {
 		t.Error("CACHE_MAX_BYTES=0 did not turn the cache off")
 	}
-	if big := newCache(64<<20, 0); big.fits(cacheMaxItem+1) || !big.fits(cacheMaxItem) || c.fits(31) {
+	big := newCache(64<<20, 0, 0)
+	if !big.fits(cacheMaxItem-entryOverhead) || big.fits(cacheMaxItem-entryOverhead+1) || c.fits(3*each) {
 		t.Errorf("fits: values up to %d bytes (and the cache's size), and no larger, should be cached", cacheMaxItem)
 	}
 }
 
+// TestCacheCountsWhatItHolds: what the cache counts against CACHE_MAX_BYTES covers what its entries really
+// take in memory, small values included, and not by much more.
+func TestCacheCountsWhatItHolds(t *testing.T) {
+	var before, after runtime.MemStats
+	c := newCache(1<<40, 0, 0)
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for i := range 20000 {
+		m := Meta{Size: 8, ETag: fmt.Sprintf(`"%032x"`, i), ContentType: strings.Clone("application/octet-stream"),
+			LastModified: time.Now(), Version: fmt.Sprintf("%036x", i)}
+		c.fill(&cacheEntry{key: fmt.Sprintf("users/%d/settings", i), value: slices.Grow([]byte(nil), 8)[:8], meta: m}, 0)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if grew := int64(after.HeapAlloc - before.HeapAlloc); grew > c.used || grew < c.used/2 {
+		t.Errorf("20,000 small entries: the heap grew %d bytes, the cache counted %d: want the count to cover it, "+
+			"within a factor of two", grew, c.used)
+	}
+	runtime.KeepAlive(c)
+}
+
 func TestCacheExpiryAndFreshness(t *testing.T) {
 	now := time.Now()
-	c := newCache(1<<20, time.Minute)
-	e := entry("ttl", "v")
+	c := newCache(1<<20, time.Minute, 0)
+	e := entry("ttl", 1)
 	e.meta.ExpiresAt, e.stored = now.Add(time.Second), now
 	c.fill(e, 0)
 	if got, _ := c.get("ttl", now.Add(time.Second-1)); got == nil {
@@ -1124,9 +1435,12 @@ func TestCacheExpiryAndFreshness(t *testing.T) {
 	if got, _ := c.get("ttl", now.Add(time.Second)); got != nil {
 		t.Error("at expiry: served from the cache")
 	}
-	e = entry("fresh", "v")
+	e = entry("fresh", 1)
 	e.stored = now
 	c.fill(e, 0)
+	if got, _ := c.get("fresh", now.Add(time.Minute-1)); got == nil {
+		t.Error("within CACHE_TTL: not served")
+	}
 	if got, _ := c.get("fresh", now.Add(time.Minute)); got != nil {
 		t.Error("served past CACHE_TTL")
 	}
@@ -1146,7 +1460,7 @@ func TestCacheNeverOlderThanS3(t *testing.T) {
 		{"two PUTs", "PutObject", func(t *testing.T, st *Store) { put(t, st, "k", "A", PutOptions{}) },
 			func(t *testing.T, st *Store) { put(t, st, "k", "B", PutOptions{}) }, "B"},
 		{"PUT and DELETE", "PutObject", func(t *testing.T, st *Store) { put(t, st, "k", "A", PutOptions{}) },
-			func(t *testing.T, st *Store) { st.Delete(context.Background(), "k", "", "") }, ""},
+			func(t *testing.T, st *Store) { st.Delete(context.Background(), "k", "", nil) }, ""},
 		{"a GET's fetch and a PUT", "GetObject", func(t *testing.T, st *Store) { get(t, st, "k") },
 			func(t *testing.T, st *Store) { put(t, st, "k", "B", PutOptions{}) }, "B"},
 	}
@@ -1199,26 +1513,19 @@ func TestCacheNoFillDuringAWrite(t *testing.T) {
 	}
 	close(finish)
 	<-done
-	if n := f.count("GetObject"); n != 1 {
-		t.Errorf("S3 GETs: got %d, want 1", n)
-	}
+	get(t, st, "k")
 	get(t, st, "k")
 	if n := f.count("GetObject"); n != 2 {
-		t.Errorf("the GET during the write filled the cache (S3 GETs after another GET: %d, want 2)", n)
+		t.Errorf("S3 GETs: got %d, want 2: the GET during the write must not fill the cache, the next must", n)
 	}
 }
 
-// TestCacheAfterAnUnknownOutcome: a PUT that S3 does not answer may still be applied later; a GET in between
-// must not leave the value it replaced in the cache. A later write with a known outcome lifts that.
+// TestCacheAfterAnUnknownOutcome: a PUT that S3 does not answer may still be applied later; for the store's
+// unsure time no GET fills the cache with what it replaced, and after it the key is cached again.
 func TestCacheAfterAnUnknownOutcome(t *testing.T) {
 	st, f, _ := newCachedStore(t)
 	put(t, st, "k", "old", PutOptions{})
-	f.hooks(func(op, key string) error {
-		if op == "PutObject" {
-			return errors.New("read tcp: i/o timeout") // S3 has the request, kv has no answer
-		}
-		return nil
-	}, nil)
+	f.hooks(failing("PutObject", "", errors.New("read tcp: i/o timeout")), nil) // S3 has it; kv has no answer
 	if _, err := st.Put(context.Background(), "k", strings.NewReader("new"), 3, PutOptions{}); err == nil {
 		t.Fatal("the PUT did not fail")
 	}
@@ -1232,17 +1539,17 @@ func TestCacheAfterAnUnknownOutcome(t *testing.T) {
 	if got, _ := get(t, st, "k"); got != "new" {
 		t.Errorf("GET after S3 applied the PUT late: got %q, want new", got)
 	}
-	put(t, st, "k", "known", PutOptions{})
+	time.Sleep(st.cache.unsureFor)
 	gets := f.count("GetObject")
 	get(t, st, "k")
 	if get(t, st, "k"); f.count("GetObject") != gets+1 {
-		t.Errorf("after a write with a known outcome the key is not cached again")
+		t.Errorf("once the unsure time has passed, the key is not cached again")
 	}
 }
 
 func TestCacheRace(t *testing.T) {
 	st, _, _ := newCachedStore(t)
-	st.cache.max = 200
+	st.cache.max = 8 * entryOverhead
 	var wg sync.WaitGroup
 	for w := range 8 {
 		wg.Go(func() {
@@ -1252,7 +1559,7 @@ func TestCacheRace(t *testing.T) {
 				case 0:
 					put(t, st, key, strings.Repeat("v", i%50), PutOptions{})
 				case 3:
-					st.Delete(context.Background(), key, "", "")
+					st.Delete(context.Background(), key, "", nil)
 				default:
 					get(t, st, key)
 				}
@@ -1268,7 +1575,7 @@ func TestCacheRace(t *testing.T) {
 	for _, slot := range st.cache.slots {
 		writes += slot.writes
 	}
-	if st.cache.used != sum || sum > 200 || st.cache.ll.Len() != len(st.cache.items) || writes != 0 {
+	if st.cache.used != sum || sum > st.cache.max || st.cache.ll.Len() != len(st.cache.items) || writes != 0 {
 		t.Errorf("after concurrent use: %d bytes counted, %d held, %d items, %d in the map, %d writes left",
 			st.cache.used, sum, st.cache.ll.Len(), len(st.cache.items), writes)
 	}
@@ -1290,24 +1597,29 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 type testServer struct {
-	h        http.Handler
-	st       *Store
-	s3       *fakeS3
-	m        *metrics
-	log      *syncBuffer
-	clock    *clock
-	stopping *atomic.Bool
+	h     http.Handler
+	st    *Store
+	s3    *fakeS3
+	m     *metrics
+	log   *syncBuffer
+	clock *clock
 }
 
+// testConfig is kv's configuration as its defaults make it (the cache on), with a small MAX_VALUE_BYTES.
 func testConfig() config {
-	return config{MaxValueBytes: testMaxValue, ClientTimeout: 200 * time.Millisecond}
+	return config{MaxValueBytes: testMaxValue, CacheMaxBytes: 64 << 20, S3Timeout: time.Second,
+		ClientTimeout: time.Second}
 }
 
+// newTestServer is kv's handler as run makes it, on a fake bucket.
 func newTestServer(t testing.TB, cfg config) *testServer {
 	t.Helper()
 	st, f, c := newFakeStore(t)
-	ts := &testServer{st: st, s3: f, m: newMetrics(nil), log: &syncBuffer{}, clock: c, stopping: &atomic.Bool{}}
-	ts.h = newServer(slog.New(slog.NewJSONHandler(ts.log, nil)), st, ts.m, cfg, ts.stopping)
+	st.cache, st.timeout = newCache(cfg.CacheMaxBytes, cfg.CacheTTL, cfg.S3Timeout), cfg.S3Timeout
+	ts := &testServer{st: st, s3: f, m: newMetrics(st.cache), log: &syncBuffer{}, clock: c}
+	log := slog.New(slog.NewJSONHandler(ts.log, nil))
+	st.log = log
+	ts.h = newServer(log, st, ts.m, cfg)
 	return ts
 }
 
@@ -1375,33 +1687,25 @@ func TestPutGetHeadDelete(t *testing.T) {
 	if etag := w.Header().Get("ETag"); etag == "" || etag != got.ETag {
 		t.Errorf("PUT ETag header %q, body etag %q: want the same", etag, got.ETag)
 	}
-	for _, method := range []string{"GET", "HEAD"} {
+	for _, method := range []string{"GET", "HEAD", "GET"} {
 		w = ts.do(method, "/kv/dir/ünï%20k", "")
 		if want := map[string]string{"GET": "hello"}[method]; w.Code != 200 || w.Body.String() != want {
 			t.Errorf("%s: got %d %q, want 200 %q", method, w.Code, w.Body, want)
 		}
 		for h, want := range map[string]string{"Content-Type": "text/plain", "Content-Length": "5",
-			"ETag": got.ETag, "Cache-Control": "no-cache"} {
+			"ETag": got.ETag, "Cache-Control": "no-cache", "Last-Modified": fakeTime.Format(http.TimeFormat)} {
 			if v := w.Header().Get(h); v != want {
 				t.Errorf("%s %s: got %q, want %q", method, h, v, want)
 			}
 		}
-		if _, err := http.ParseTime(w.Header().Get("Last-Modified")); err != nil {
-			t.Errorf("%s Last-Modified: %v", method, err)
-		}
 	}
 	if n := ts.s3.count("GetObject"); n != 1 {
-		t.Errorf("S3 GETs for a GET and a HEAD: got %d, want 1 (HEAD downloads nothing)", n)
-	}
-	for _, inm := range []string{got.ETag, "W/" + got.ETag, `"other", ` + got.ETag, "*"} {
-		if w = ts.do("GET", "/kv/dir/ünï%20k", "", "If-None-Match", inm); w.Code != 304 || w.Body.Len() != 0 {
-			t.Errorf("GET If-None-Match %s: got %d %q, want 304 and no body (weak comparison)", inm, w.Code, w.Body)
-		}
+		t.Errorf("S3 GETs for two GETs and a HEAD: got %d, want 1 (HEAD downloads nothing, the cache serves the other)", n)
 	}
 	if w = ts.do("DELETE", "/kv/dir/ünï%20k", "", "If-Match", got.ETag); w.Code != 204 {
 		t.Errorf("DELETE: got %d, want 204", w.Code)
 	}
-	wantError(t, ts.do("GET", "/kv/dir/ünï%20k", ""), 404)
+	wantError(t, ts.do("GET", "/kv/dir/ünï%20k", ""), 404) // the cache held it
 	if w = ts.do("PUT", "/kv/max", strings.Repeat("x", testMaxValue)); w.Code != 200 {
 		t.Errorf("PUT of exactly MAX_VALUE_BYTES: got %d %s", w.Code, w.Body)
 	}
@@ -1438,9 +1742,8 @@ func TestBadRequests(t *testing.T) {
 		{"unknown list parameter", "GET", "/kv?perfix=a", "", nil, 400},
 		{"versions on DELETE", "DELETE", "/kv/k?versions", "", nil, 400},
 		{"malformed query", "PUT", "/kv/k?ttl=%zz", "v", nil, 400},
-		{"If-None-Match etag", "PUT", "/kv/k", "v", []string{"If-None-Match", `"abc"`}, 400},
-		{"both preconditions", "PUT", "/kv/k", "v", []string{"If-None-Match", "*", "If-Match", `"abc"`}, 400},
 		{"non-ASCII Content-Type", "PUT", "/kv/k", "v", []string{"Content-Type", "text/ünï"}, 400},
+		{"Content-Type too long", "PUT", "/kv/k", "v", []string{"Content-Type", "text/" + strings.Repeat("x", 252)}, 400},
 		{"too large", "PUT", "/kv/k", strings.Repeat("x", testMaxValue+1), nil, 413},
 		{"chunked", "PUT", "/kv/k", "v", []string{"Transfer-Encoding", "chunked"}, 411},
 		{"If-Match on absent", "PUT", "/kv/k", "v", []string{"If-Match", `"abc"`}, 412},
@@ -1453,6 +1756,7 @@ func TestBadRequests(t *testing.T) {
 		{"cursor of a control character", "GET", "/kv?cursor=" + cursor("\x01"), "", nil, 400},
 		{"cursor into the index", "GET", "/kv?cursor=" + cursor("../t/"), "", nil, 400},
 		{"cursor outside the prefix", "GET", "/kv?prefix=a/&cursor=" + cursor("b"), "", nil, 400},
+		{"cursor too long", "GET", "/kv?cursor=" + cursor(strings.Repeat("c", maxObjectKey)), "", nil, 400},
 		{"bad prefix", "GET", "/kv?prefix=a%00", "", nil, 400},
 		{"no such endpoint", "GET", "/nope", "", nil, 404},
 		{"method on a key", "BREW", "/kv/k", "", nil, 405}, {"PUT on the listing", "PUT", "/kv", "", nil, 405},
@@ -1473,6 +1777,61 @@ func TestBadRequests(t *testing.T) {
 				t.Errorf("a client's mistake was logged as an error:\n%s", ts.log)
 			}
 		})
+	}
+}
+
+// TestPreconditions: every precondition header is evaluated on every method, in RFC 9110's order (§13.2.2),
+// against the value's ETag and Last-Modified; a write whose condition fails changes nothing.
+func TestPreconditions(t *testing.T) {
+	lm := fakeTime.Format(http.TimeFormat)
+	before, after := fakeTime.Add(-time.Hour).Format(http.TimeFormat), fakeTime.Add(time.Hour).Format(http.TimeFormat)
+	tests := []struct {
+		method string
+		header []string
+		status int
+	}{
+		{"GET", []string{"If-Match", "ETAG"}, 200}, {"GET", []string{"If-Match", `"other"`}, 412},
+		{"GET", []string{"If-Match", "W/ETAG"}, 412}, {"HEAD", []string{"If-Match", `"other"`}, 412},
+		{"GET", []string{"If-Match", "6654c7"}, 412}, // unquoted: the 412 says entity tags are quoted
+		{"GET", []string{"If-Unmodified-Since", before}, 412}, {"GET", []string{"If-Unmodified-Since", lm}, 200},
+		{"GET", []string{"If-Match", "ETAG", "If-Unmodified-Since", before}, 200}, // If-Match decides
+		{"GET", []string{"If-None-Match", "ETAG"}, 304}, {"GET", []string{"If-None-Match", "W/ETAG"}, 304},
+		{"GET", []string{"If-None-Match", "*"}, 304}, {"HEAD", []string{"If-None-Match", `"a", ETAG`}, 304},
+		{"GET", []string{"If-None-Match", `"other"`}, 200}, {"GET", []string{"If-Modified-Since", lm}, 304},
+		{"GET", []string{"If-Modified-Since", before}, 200}, {"GET", []string{"If-Modified-Since", "soon"}, 200},
+		{"GET", []string{"If-None-Match", `"other"`, "If-Modified-Since", after}, 200}, // If-None-Match decides
+		{"GET", []string{"If-Match", `"other"`, "If-None-Match", `"other"`}, 412},
+		{"PUT", []string{"If-Unmodified-Since", before}, 412}, {"PUT", []string{"If-Unmodified-Since", lm}, 200},
+		{"PUT", []string{"If-None-Match", "*"}, 412}, {"PUT", []string{"If-None-Match", `"other"`}, 200},
+		{"PUT", []string{"If-None-Match", "ETAG"}, 412}, {"PUT", []string{"If-Modified-Since", after}, 200},
+		{"PUT", []string{"If-Match", `"other"`}, 412}, {"PUT", []string{"If-Match", "ETAG"}, 200},
+		{"DELETE", []string{"If-None-Match", "*"}, 412}, {"DELETE", []string{"If-Unmodified-Since", before}, 412},
+		{"DELETE", []string{"If-Match", "6654c7"}, 412}, {"DELETE", []string{"If-Match", "ETAG"}, 204},
+		{"DELETE", []string{"If-None-Match", `"other"`}, 204},
+	}
+	for _, tt := range tests {
+		ts := newTestServer(t, testConfig())
+		etag := ts.do("PUT", "/kv/k", "v").Header().Get("ETag")
+		header := slices.Clone(tt.header)
+		for i := range header {
+			header[i] = strings.ReplaceAll(header[i], "ETAG", etag)
+		}
+		w := ts.do(tt.method, "/kv/k", "new", header...)
+		if w.Code == 412 && !strings.Contains(w.Body.String(), "in quotes") && tt.method != "HEAD" {
+			t.Errorf("%s %q: 412 without the hint that entity tags are quoted: %s", tt.method, header, w.Body)
+		}
+		got, _ := get(t, ts.st, "k")
+		if w.Code != tt.status || tt.status == 412 && tt.method != "GET" && tt.method != "HEAD" && got != "v" {
+			t.Errorf("%s %q: got %d, value %q, want %d (and the value as it was on 412)", tt.method, header, w.Code,
+				got, tt.status)
+		}
+	}
+	ts := newTestServer(t, testConfig())
+	if w := ts.do("DELETE", "/kv/k", "", "If-None-Match", "*"); w.Code != 204 {
+		t.Errorf("DELETE If-None-Match: * of an absent key: got %d, want 204", w.Code)
+	}
+	if w := ts.do("PUT", "/kv/k", "v", "If-None-Match", "*", "If-Unmodified-Since", before); w.Code != 200 {
+		t.Errorf("PUT If-None-Match: * of an absent key, If-Unmodified-Since before: got %d, want 200", w.Code)
 	}
 }
 
@@ -1565,6 +1924,7 @@ func TestStoreErrorsToStatuses(t *testing.T) {
 		{"connection refused", errors.New("dial tcp: connection refused"), 503},
 		{"bucket removed", apiError{"NoSuchBucket"}, 503},
 		{"access denied", apiError{"AccessDenied"}, 503},
+		{"a delete refused", apiError{"MethodNotAllowed"}, 503},
 		{"key too long for the backend", apiError{"KeyTooLongError"}, 400},
 	}
 	requests := [][]string{{"PUT", "/kv/private-customer-key"}, {"GET", "/kv/private-customer-key"},
@@ -1573,9 +1933,10 @@ func TestStoreErrorsToStatuses(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ts := newTestServer(t, testConfig())
+			ts.do("PUT", "/kv/private-customer-key", "v")
 			ts.s3.noBucket = tt.name == "bucket removed"
 			if !ts.s3.noBucket {
-				ts.s3.hooks(func(op, key string) error { return tt.err }, nil)
+				ts.s3.hooks(func(context.Context, string, string) error { return tt.err }, nil)
 			}
 			for _, r := range requests {
 				w := ts.do(r[0], r[1], "secret-value-42", r[2:]...)
@@ -1583,6 +1944,10 @@ func TestStoreErrorsToStatuses(t *testing.T) {
 					continue // a listing names no object
 				}
 				if r[0] == "HEAD" && w.Code == tt.status { // no body
+					continue
+				}
+				if len(r) > 2 && ts.s3.noBucket { // If-Match on a key S3 says is absent fails there and then
+					wantError(t, w, 412)
 					continue
 				}
 				wantError(t, w, tt.status)
@@ -1602,32 +1967,83 @@ func TestStoreErrorsToStatuses(t *testing.T) {
 	}
 }
 
-// TestTransportErrorsNameNoKey: the S3 client's own errors carry the request URL, which names the key; the
-// log must not.
-func TestTransportErrorsNameNoKey(t *testing.T) {
+// realS3 is a store on the S3 at endpoint through the real S3 client, whose calls are counted in m and logged
+// at debug in logs.
+func realS3(t *testing.T, endpoint string, timeout time.Duration) (*Store, *metrics, *syncBuffer) {
+	cfg := config{Bucket: "kv-test", Endpoint: endpoint, AccessKey: "k", SecretKey: "s", Region: "us-east-1",
+		S3Timeout: timeout, ClientTimeout: time.Second}
+	m, logs := newMetrics(nil), &syncBuffer{}
+	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	client, err := newS3Client(context.Background(), cfg, m, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return newStore(client, log, cfg.Bucket, cfg.S3Timeout, nil), m, logs
+}
+
+// TestTransportErrorsNameTheCauseNotTheKey: the S3 client's own errors carry the request URL, which names the
+// key; the log must not. A PUT while S3 is down says the connection was refused, and each S3 call is counted
+// and, at debug, logged.
+func TestTransportErrorsNameTheCauseNotTheKey(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	ln.Close() // nothing listens there now: every S3 call is refused
-	cfg := config{Bucket: "kv-test", Endpoint: "http://" + ln.Addr().String(), AccessKey: "k", SecretKey: "s",
-		Region: "us-east-1", S3Timeout: 2 * time.Second, ClientTimeout: time.Second}
-	m := newMetrics(nil)
-	client, err := newS3Client(context.Background(), cfg, m)
-	if err != nil {
-		t.Fatal(err)
+	st, m, logs := realS3(t, "http://"+ln.Addr().String(), 2*time.Second)
+	h := newServer(st.log, st, m, config{MaxValueBytes: 100, ClientTimeout: time.Second})
+	for _, method := range []string{"GET", "PUT"} {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, httptest.NewRequest(method, "/kv/private-customer-key", strings.NewReader("v")))
+		if w.Code != 503 {
+			t.Errorf("%s with S3 refusing: got %d, want 503", method, w.Code)
+		}
 	}
-	st := newStore(client, cfg.Bucket, cfg.S3Timeout, nil)
-	var logs syncBuffer
-	h := newServer(slog.New(slog.NewJSONHandler(&logs, nil)), st, m, cfg, &atomic.Bool{})
-	w := httptest.NewRecorder()
-	h.ServeHTTP(w, httptest.NewRequest("GET", "/kv/private-customer-key", nil))
-	if w.Code != 503 || !strings.Contains(logs.String(), "connection refused") ||
-		strings.Contains(logs.String(), "private-customer-key") {
-		t.Errorf("GET with S3 refusing: got %d, log:\n%s\nwant 503 and the cause logged without the key", w.Code, &logs)
+	if n := strings.Count(logs.String(), "connection refused"); n < 2 || strings.Contains(logs.String(), "private-customer-key") ||
+		strings.Contains(logs.String(), "rewind") || !strings.Contains(logs.String(), `"msg":"s3 call","operation":"PutObject"`) {
+		t.Errorf("log:\n%s\nwant the cause (connection refused) for both, each call at debug, and no key", logs)
 	}
-	if m.s3[series{"GetObject", "", 0}] == nil {
-		t.Error("the failed S3 call was not counted under its operation")
+	if m.s3[series{operation: "GetObject"}] == nil || m.s3[series{operation: "PutObject"}] == nil {
+		t.Error("the failed S3 calls were not counted under their operations")
+	}
+}
+
+// TestStallingS3: an S3 that stops answering mid-call (before its answer, in the middle of a value's
+// body, or while taking an upload) fails the call within about S3_TIMEOUT, saying so: nothing hangs.
+func TestStallingS3(t *testing.T) {
+	stop := make(chan struct{})
+	s3srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == "GET" {
+			w.Header().Set("Content-Length", "100")
+			w.Write([]byte("0123456789"))
+			w.(http.Flusher).Flush()
+		}
+		<-stop // a HEAD waits for its answer; a PUT's body is not read
+	}))
+	defer s3srv.Close()
+	defer close(stop)
+	st, _, _ := realS3(t, s3srv.URL, 300*time.Millisecond)
+	calls := map[string]func() error{
+		"HEAD": func() error { _, err := st.Head(context.Background(), "k", ""); return err },
+		"GET": func() error {
+			body, _, err := st.Get(context.Background(), "k", "")
+			if err == nil {
+				_, err = io.ReadAll(body)
+			}
+			return err
+		},
+		"PUT": func() error {
+			big := bytes.NewReader(make([]byte, 64<<20)) // more than the sockets' buffers hold
+			_, err := st.Put(context.Background(), "k", big, big.Size(), PutOptions{})
+			return err
+		},
+	}
+	for name, call := range calls {
+		t0 := time.Now()
+		err := call()
+		if took := time.Since(t0); err == nil || took > 3*time.Second {
+			t.Errorf("%s with S3 stalled: got %v after %v, want an error within about S3_TIMEOUT (300ms)", name, err, took)
+		}
 	}
 }
 
@@ -1646,7 +2062,7 @@ func rawRequest(t *testing.T, addr, raw string, halfClose bool) (int, http.Heade
 			c.(*net.TCPConn).CloseWrite()
 		}
 	}()
-	c.SetReadDeadline(time.Now().Add(5 * time.Second)) // the test's own bound, far past kv's
+	c.SetReadDeadline(time.Now().Add(10 * time.Second)) // the test's own bound, far past kv's
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 	switch {
 	case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET):
@@ -1663,7 +2079,7 @@ func rawRequest(t *testing.T, addr, raw string, halfClose bool) (int, http.Heade
 func TestHalfClosedClient(t *testing.T) {
 	ts := newTestServer(t, testConfig())
 	ts.do("PUT", "/kv/old", "v")
-	ts.s3.hooks(func(op, key string) error {
+	ts.s3.hooks(func(context.Context, string, string) error {
 		time.Sleep(300 * time.Millisecond) // a slow S3: the connection's end arrives first
 		return nil
 	}, nil)
@@ -1694,7 +2110,7 @@ func TestHalfClosedClient(t *testing.T) {
 // progress for CLIENT_TIMEOUT.
 func TestHostileClients(t *testing.T) {
 	cfg := testConfig()
-	cfg.MaxValueBytes = 64 << 20
+	cfg.ClientTimeout, cfg.MaxValueBytes = 200*time.Millisecond, 64<<20
 	ts := newTestServer(t, cfg)
 	addr := ts.serve(t, cfg.ClientTimeout)
 	tests := []struct {
@@ -1719,27 +2135,13 @@ func TestHostileClients(t *testing.T) {
 		t.Errorf("stored: a %v, b %v, e %q; want nothing of the broken bodies, e as declared", a, b, e)
 	}
 	ts.do("PUT", "/kv/big", strings.Repeat("v", 32<<20))
-	get := func(readBuffer int) (*http.Response, error) {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		c.(*net.TCPConn).SetReadBuffer(readBuffer)
-		io.WriteString(c, "GET /kv/big HTTP/1.1\r\nHost: kv\r\n\r\n")
-		return http.ReadResponse(bufio.NewReader(c), nil)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
 	}
-	resp, err := get(256 << 10) // read slowly, but on: the whole value, however long it takes in all
-	got := int64(0)
-	for err == nil {
-		n, rerr := io.CopyN(io.Discard, resp.Body, 256<<10)
-		got, err = got+n, rerr
-		time.Sleep(10 * time.Millisecond)
-	}
-	if got != 32<<20 || err != io.EOF {
-		t.Errorf("a slow but steady reader: got %d bytes, %v, want all %d", got, err, 32<<20)
-	}
-	get(4 << 10) // and read nothing
+	defer c.Close()
+	c.(*net.TCPConn).SetReadBuffer(4 << 10)
+	io.WriteString(c, "GET /kv/big HTTP/1.1\r\nHost: kv\r\n\r\n") // and read nothing
 	deadline := time.Now().Add(10 * time.Second)
 	for ts.m.inFlight.Load() > 0 {
 		if time.Now().After(deadline) {
@@ -1752,10 +2154,65 @@ func TestHostileClients(t *testing.T) {
 	}
 }
 
+// TestSlowButSteadyClients: a client that reads or writes slowly but on is never cut off, however long the
+// whole takes: each read and write has CLIENT_TIMEOUT to make progress, not the request. A PUT sent with
+// "Expect: 100-continue" is answered although kv's S3 work before the body outlasts CLIENT_TIMEOUT.
+func TestSlowButSteadyClients(t *testing.T) {
+	cfg := testConfig()
+	cfg.ClientTimeout, cfg.MaxValueBytes, cfg.S3Timeout = time.Second, 64<<20, 10*time.Second
+	ts := newTestServer(t, cfg)
+	addr := ts.serve(t, cfg.ClientTimeout)
+	ts.do("PUT", "/kv/big", strings.Repeat("v", 16<<20))
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.(*net.TCPConn).SetReadBuffer(64 << 10)
+	io.WriteString(c, "GET /kv/big HTTP/1.1\r\nHost: kv\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	got := int64(0)
+	for err == nil { // 2.5 MB/s: 16 MiB takes 6 s, six times CLIENT_TIMEOUT
+		n, rerr := io.CopyN(io.Discard, resp.Body, 64<<10)
+		got, err = got+n, rerr
+		time.Sleep(25 * time.Millisecond)
+	}
+	if got != 16<<20 || err != io.EOF {
+		t.Errorf("a slow but steady reader: got %d bytes, %v, want all %d", got, err, 16<<20)
+	}
+	pr, pw := io.Pipe()
+	go func() {
+		for range 12 { // a byte every 150 ms: 1.8 s in all
+			time.Sleep(150 * time.Millisecond)
+			pw.Write([]byte("x"))
+		}
+		pw.Close()
+	}()
+	req, _ := http.NewRequest("PUT", "http://"+addr+"/kv/slow", pr)
+	req.ContentLength = 12
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
+		t.Errorf("a slow but steady upload: got %v, %v, want 200", resp, err)
+	}
+	ts.s3.hooks(func(_ context.Context, op, key string) error {
+		if op == "PutObject" && strings.HasPrefix(key, indexPrefix) {
+			time.Sleep(2 * cfg.ClientTimeout) // the TTL's index entry goes before the body is read
+		}
+		return nil
+	}, nil)
+	req, _ = http.NewRequest("PUT", "http://"+addr+"/kv/expecting?ttl=1h", strings.NewReader("hello"))
+	req.Header.Set("Expect", "100-continue")
+	if resp, err := (&http.Client{Transport: &http.Transport{ExpectContinueTimeout: time.Minute}}).Do(req); err != nil ||
+		resp.StatusCode != 200 {
+		t.Errorf("Expect: 100-continue after slow S3 work: got %v, %v, want 200", resp, err)
+	}
+}
+
 // TestValueLength: every value answer carries its length from the start, so a stream S3 breaks mid-value
 // reaches the client broken, never as a shorter value.
 func TestValueLength(t *testing.T) {
-	ts := newTestServer(t, testConfig())
+	cfg := testConfig()
+	cfg.CacheMaxBytes = 0 // a cached value is read whole first: a break is a 503
+	ts := newTestServer(t, cfg)
 	ts.do("PUT", "/kv/k", "0123456789")
 	ts.s3.truncate = 4
 	resp, err := http.Get("http://" + ts.serve(t, time.Second) + "/kv/k")
@@ -1765,26 +2222,48 @@ func TestValueLength(t *testing.T) {
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	if resp.ContentLength != 10 || err == nil {
-		t.Errorf("a broken stream: got length %d, %q, %v, want length 10 and a read error", resp.ContentLength, body,
-			err)
+		t.Errorf("a broken stream: got length %d, %q, %v, want length 10 and a read error", resp.ContentLength, body, err)
 	}
 }
 
-func TestHealthAndReady(t *testing.T) {
-	ts := newTestServer(t, testConfig())
+// TestReady: /readyz asks S3 at most once a second however many probe at once, answers within a second
+// however long S3 takes, and logs each change.
+func TestReady(t *testing.T) {
+	cfg := testConfig()
+	cfg.S3Timeout = 10 * time.Second
+	ts := newTestServer(t, cfg)
 	heads := ts.s3.count("HeadBucket")
+	var wg sync.WaitGroup
 	for range 20 {
-		if w := ts.do("GET", "/readyz", ""); w.Code != 200 || w.Body.String() != "{\"status\":\"ready\"}\n" {
-			t.Fatalf("readyz: got %d %s", w.Code, w.Body)
-		}
+		wg.Go(func() {
+			if w := ts.do("GET", "/readyz", ""); w.Code != 200 || w.Body.String() != "{\"status\":\"ready\"}\n" {
+				t.Errorf("readyz: got %d %s", w.Code, w.Body)
+			}
+		})
 	}
+	wg.Wait()
 	if n := ts.s3.count("HeadBucket") - heads; n != 1 {
 		t.Errorf("20 probes at once made %d HeadBucket calls, want 1 (at most one a second)", n)
 	}
-	ts.stopping.Store(true)
-	wantError(t, ts.do("GET", "/readyz", ""), 503)
+	for _, stalled := range []bool{true, false} {
+		if stalled {
+			ts.s3.hooks(stall("HeadBucket"), nil)
+		} else {
+			ts.s3.hooks(nil, nil)
+		}
+		time.Sleep(time.Second) // the next probe checks again
+		t0 := time.Now()
+		w := ts.do("GET", "/readyz", "")
+		if w.Code != map[bool]int{true: 503, false: 200}[stalled] || time.Since(t0) > 3*time.Second {
+			t.Errorf("S3 stalled %v: got %d after %v, want 503 while stalled, within a second or so", stalled, w.Code,
+				time.Since(t0))
+		}
+	}
+	if n := strings.Count(ts.log.String(), `"msg":"readiness changed"`); n != 2 {
+		t.Errorf("readiness changed twice: got %d log lines, want 2", n)
+	}
 	if w := ts.do("GET", "/healthz", ""); w.Code != 200 {
-		t.Errorf("healthz while stopping: got %d, want 200", w.Code)
+		t.Errorf("healthz: got %d, want 200", w.Code)
 	}
 }
 
@@ -1793,51 +2272,63 @@ func TestHealthAndReady(t *testing.T) {
 func TestSetup(t *testing.T) {
 	refused := errors.New("dial tcp: connection refused")
 	tests := []struct {
-		name    string
-		answers []error // HeadBucket's answers, in turn; then the fake's own
-		cfg     config
-		want    string // in the error; "" for none
+		name     string
+		answers  map[string][]error // each operation's first answers, in turn; then the fake's own
+		versions bool
+		ignored  bool // the S3 does not turn versioning on
+		want     string
 	}{
-		{"S3 not up yet", []error{refused, refused}, config{CreateBucket: true}, ""},
-		{"no bucket, S3_CREATE_BUCKET=false", []error{refused, apiError{"NotFound"}}, config{},
-			`bucket "test" does not exist and S3_CREATE_BUCKET is false`},
-		{"wrong credentials", []error{apiError{"Forbidden"}}, config{AccessKey: "k", CreateBucket: true},
+		{"S3 not up yet", map[string][]error{"HeadBucket": {refused, refused}}, false, false, ""},
+		{"no bucket: created", map[string][]error{"HeadBucket": {apiError{"NotFound"}}}, true, false, ""},
+		{"wrong credentials", map[string][]error{"HeadBucket": {apiError{"Forbidden"}}}, false, false,
 			"check S3_ACCESS_KEY and S3_SECRET_KEY"},
-		{"the SDK's chain refused", []error{apiError{"InvalidAccessKeyId"}}, config{CreateBucket: true},
-			"S3_ACCESS_KEY and S3_SECRET_KEY are unset"},
+		{"creating the bucket denied", map[string][]error{"HeadBucket": {apiError{"NotFound"}},
+			"CreateBucket": {apiError{"AccessDenied"}}}, false, false, "S3 refused kv's credentials"},
+		{"reading versioning denied", map[string][]error{"GetBucketVersioning": {apiError{"AccessDenied"}}}, false,
+			false, "S3 refused kv's credentials"},
+		{"versioning ignored", nil, true, true, "S3_VERSIONING=true, but the S3 did not turn versioning on"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newFakeS3()
-			var calls atomic.Int64
-			f.before = func(op, key string) error {
-				if n := int(calls.Add(1)); op == "HeadBucket" && n <= len(tt.answers) {
-					return tt.answers[n-1]
+			var mu sync.Mutex
+			f.before = func(_ context.Context, op, key string) error {
+				mu.Lock()
+				defer mu.Unlock()
+				if len(tt.answers[op]) == 0 {
+					return nil
 				}
-				return nil
+				err := tt.answers[op][0]
+				tt.answers[op] = tt.answers[op][1:]
+				return err
 			}
-			st := newStore(f, "test", time.Second, nil)
-			tt.cfg.Bucket, tt.cfg.StartupTimeout = "test", 30*time.Second
-			err := setup(context.Background(), slog.New(slog.DiscardHandler), st, tt.cfg)
+			if tt.ignored {
+				f.after = func(op, key string) { f.mu.Lock(); f.versioned = false; f.mu.Unlock() }
+			}
+			st := newStore(f, slog.New(slog.DiscardHandler), "test", time.Second, nil)
+			cfg := config{Bucket: "test", StartupTimeout: 30 * time.Second, Versioning: tt.versions}
+			err := setup(context.Background(), slog.New(slog.DiscardHandler), st, cfg)
 			if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
 				t.Errorf("got %v, want %q", err, tt.want)
 			}
-			if tt.want != "" && int(calls.Load()) != len(tt.answers) {
-				t.Errorf("S3 calls: got %d, want %d (no retry after a final answer)", calls.Load(), len(tt.answers))
+			if tt.want != "" && f.count("HeadBucket") > 1 {
+				t.Errorf("HeadBucket calls: got %d, want 1 (no retry after a final answer)", f.count("HeadBucket"))
 			}
 		})
 	}
 }
 
-// TestShutdownSaysWhatRanOut: requests still running at SHUTDOWN_TIMEOUT are counted and the timeout named.
-func TestShutdownSaysWhatRanOut(t *testing.T) {
-	m := newMetrics(nil)
-	block := make(chan struct{})
-	defer close(block)
-	log := slog.New(slog.DiscardHandler)
-	srv := httpServer(withRequestLog(log, m, time.Second, http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
-		<-block
-	})), log, time.Second)
+// TestShutdownCutsOffWhatOutlastsIt: requests still running at SHUTDOWN_TIMEOUT are counted and the timeout
+// named, and each still gets its access line.
+func TestShutdownCutsOffWhatOutlastsIt(t *testing.T) {
+	m, logs := newMetrics(nil), &syncBuffer{}
+	log := slog.New(slog.NewJSONHandler(logs, nil))
+	release := make(chan struct{})
+	h := withRequestLog(log, m, time.Second, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-release
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	srv := httpServer(h, log, time.Second)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -1847,10 +2338,19 @@ func TestShutdownSaysWhatRanOut(t *testing.T) {
 	for m.inFlight.Load() == 0 {
 		time.Sleep(time.Millisecond)
 	}
-	err = shutdown(log, srv, m, &atomic.Bool{}, 50*time.Millisecond)
-	if want := "SHUTDOWN_TIMEOUT (50ms) ran out with requests still running (1)"; err == nil ||
+	go func() {
+		for !strings.Contains(logs.String(), "shutdown incomplete") {
+			time.Sleep(time.Millisecond)
+		}
+		close(release) // the handler ends after its connection was closed
+	}()
+	err = shutdown(log, srv, m, config{ShutdownTimeout: 50 * time.Millisecond, S3Timeout: 10 * time.Second})
+	if want := "SHUTDOWN_TIMEOUT (50ms) ran out: 1 requests cut off"; err == nil ||
 		!strings.Contains(err.Error(), want) {
 		t.Errorf("got %v, want %q", err, want)
+	}
+	if !strings.Contains(logs.String(), `"msg":"request"`) {
+		t.Errorf("the request cut off has no access line:\n%s", logs)
 	}
 }
 
@@ -1861,21 +2361,27 @@ func TestLoadConfig(t *testing.T) {
 		{"defaults", "", "", ""},
 		{"no bucket", "S3_BUCKET", "", "S3_BUCKET is required"},
 		{"short bucket", "S3_BUCKET", "ab", `S3_BUCKET="ab": must be a bucket name`},
-		{"half credentials", "S3_ACCESS_KEY", "k", "set both S3_ACCESS_KEY and S3_SECRET_KEY"},
+		{"access key alone", "S3_ACCESS_KEY", "k", "set both S3_ACCESS_KEY and S3_SECRET_KEY"},
+		{"secret key alone", "S3_SECRET_KEY", "s", "set both S3_ACCESS_KEY and S3_SECRET_KEY"},
 		{"endpoint without scheme", "S3_ENDPOINT", "127.0.0.1:9000",
-			`S3_ENDPOINT="127.0.0.1:9000": must be a URL such as http://minio:9000`},
-		{"endpoint of another scheme", "S3_ENDPOINT", "minio:9000", "must be a URL such as http://minio:9000"},
+			`S3_ENDPOINT="127.0.0.1:9000": must be a URL with no path, such as http://minio:9000`},
+		{"endpoint of another scheme", "S3_ENDPOINT", "minio:9000", "must be a URL with no path"},
+		{"endpoint with a path", "S3_ENDPOINT", "http://127.0.0.1:9000/kv-data", "must be a URL with no path"},
+		{"endpoint with a slash", "S3_ENDPOINT", "http://127.0.0.1:9000/", ""},
 		{"bad port", "PORT", "http", `PORT="http": must be a port number from 1 to 65535`},
-		{"port out of range", "PORT", "70000", "must be a port number"},
+		{"port zero", "PORT", "0", "must be a port number"}, {"port out of range", "PORT", "70000", "must be a port"},
 		{"timeout without unit", "S3_TIMEOUT", "10", `S3_TIMEOUT="10": must be a positive duration such as 10s or 1m`},
 		{"zero timeout", "CLIENT_TIMEOUT", "0s", "must be a positive duration"},
 		{"negative cache ttl", "CACHE_TTL", "-1s", `CACHE_TTL="-1s": must be a duration such as 30s, or 0`},
 		{"size with a unit", "CACHE_MAX_BYTES", "64MiB",
 			`CACHE_MAX_BYTES="64MiB": must be a whole number of bytes, e.g. 67108864`},
-		{"negative size", "MAX_VALUE_BYTES", "-1", "must be a whole number of bytes, e.g. 26214400"},
+		{"negative size", "MAX_VALUE_BYTES", "-1", "must be a whole number of bytes up to S3's 5 GiB"},
+		{"value larger than S3 takes", "MAX_VALUE_BYTES", "5368709121", "up to S3's 5 GiB"},
+		{"largest value S3 takes", "MAX_VALUE_BYTES", "5368709120", ""},
 		{"bad level", "LOG_LEVEL", "loud", `LOG_LEVEL="loud": must be debug, info, warn or error`},
 		{"bad bool", "S3_VERSIONING", "yes", `S3_VERSIONING="yes": must be true or false`},
-		{"cache off", "CACHE_MAX_BYTES", "0", ""},
+		{"token of spaces", "AUTH_TOKEN", " ", `AUTH_TOKEN=" ": must be printable ASCII without spaces`},
+		{"cache off", "CACHE_MAX_BYTES", "0", ""}, {"sweep off", "TTL_SWEEP_INTERVAL", "0", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -1884,8 +2390,8 @@ func TestLoadConfig(t *testing.T) {
 			if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
 				t.Fatalf("got %v, want %q", err, tt.want)
 			}
-			if tt.name == "defaults" && (c.Port != "8080" || c.Region != "us-east-1" || c.MaxValueBytes != 25<<20 ||
-				c.S3Timeout != 10*time.Second || !c.CreateBucket || c.LogLevel != slog.LevelInfo) {
+			if tt.name == "defaults" && (c.Port != 8080 || c.Region != "us-east-1" || c.MaxValueBytes != 25<<20 ||
+				c.S3Timeout != 10*time.Second || c.SweepInterval != time.Minute || c.LogLevel != slog.LevelInfo) {
 				t.Errorf("defaults: got %+v", c)
 			}
 		})
@@ -1915,38 +2421,50 @@ func TestReadmeDefaults(t *testing.T) {
 	}
 }
 
-// TestLogWriter: lines written at once come out whole, and a line reaches the output within a second with
-// nothing behind it.
-func TestLogWriter(t *testing.T) {
-	pr, pw := io.Pipe()
-	l := &logWriter{w: bufio.NewWriter(pw)}
-	log := slog.New(slog.NewJSONHandler(l, nil))
-	lines := bufio.NewScanner(pr)
-	var wg sync.WaitGroup
-	for g := range 8 {
-		wg.Go(func() {
-			for i := range 100 {
-				log.Info("request", "n", g*1000+i, "err", errors.New(`a "quoted" error`))
-			}
-		})
+// TestStartingMistakes: kv says first what it runs against; an S3 that speaks no TLS at an https endpoint,
+// and no credentials anywhere, stop it at once, saying so (the AWS SDK's metadata service is off here: no
+// request leaves the machine).
+func TestStartingMistakes(t *testing.T) {
+	plain := httptest.NewServer(http.NotFoundHandler())
+	defer plain.Close()
+	var out syncBuffer
+	env := map[string]string{"S3_BUCKET": "kv-data", "S3_ENDPOINT": "https://" + plain.Listener.Addr().String(),
+		"S3_ACCESS_KEY": "k", "S3_SECRET_KEY": "s", "GOGC": "100", "AUTH_TOKEN": "t0k", "STARTUP_TIMEOUT": "10s"}
+	t0 := time.Now()
+	err := run(context.Background(), func(k string) string { return env[k] }, &out)
+	first, _, _ := strings.Cut(out.String(), "\n")
+	if err == nil || !strings.Contains(err.Error(), "TLS") || time.Since(t0) > 20*time.Second {
+		t.Errorf("https to a plain S3: got %v after %v, want a TLS error at once", err, time.Since(t0))
 	}
-	for n := 0; n < 800; n++ {
-		if !lines.Scan() || !json.Valid(lines.Bytes()) {
-			t.Fatalf("line %d: got %q, want a JSON line", n, lines.Bytes())
+	for _, field := range []string{`"msg":"starting"`, `"s3":"https://`, `"bucket":"kv-data"`, `"versioning":false`,
+		`"cache_max_bytes":67108864`, `"auth_token":true`} {
+		if !strings.Contains(first, field) || strings.Contains(first, "t0k") {
+			t.Errorf("first log line %s: want %s, and no token", first, field)
 		}
 	}
-	wg.Wait()
-	log.Info("stopped")
-	if !lines.Scan() || !strings.Contains(lines.Text(), `"msg":"stopped"`) {
-		t.Errorf("got %q, want the last line written out without another behind it", lines.Text())
+	for _, k := range []string{"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+		"AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI"} {
+		t.Setenv(k, "")
+	}
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	t.Setenv("AWS_CONFIG_FILE", t.TempDir()+"/none")
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", t.TempDir()+"/none")
+	_, err = newS3Client(context.Background(), config{Region: "us-east-1", S3Timeout: time.Second}, newMetrics(nil),
+		slog.New(slog.DiscardHandler))
+	if err == nil || !strings.Contains(err.Error(), "S3_ACCESS_KEY is unset") {
+		t.Errorf("no credentials anywhere: got %v, want an error naming S3_ACCESS_KEY", err)
 	}
 }
 
 // scrape reads /metrics, every line of which must be a comment or a sample of the text format.
-func scrape(t *testing.T, h http.Handler) string {
+func scrape(t *testing.T, h http.Handler, header ...string) string {
 	t.Helper()
 	w := httptest.NewRecorder()
-	h.ServeHTTP(w, httptest.NewRequest("GET", "/metrics", nil))
+	r := httptest.NewRequest("GET", "/metrics", nil)
+	for i := 0; i+1 < len(header); i += 2 {
+		r.Header.Set(header[i], header[i+1])
+	}
+	h.ServeHTTP(w, r)
 	line := regexp.MustCompile(`^(# (HELP|TYPE) .+|[a-z_]+(\{[a-z_]+="[^"\n]*"(,[a-z_]+="[^"\n]*")*\})? [-+0-9.e]+)$`)
 	for _, l := range strings.Split(strings.TrimSpace(w.Body.String()), "\n") {
 		if !line.MatchString(l) {
@@ -1959,25 +2477,34 @@ func scrape(t *testing.T, h http.Handler) string {
 	return w.Body.String()
 }
 
+// TestMetrics: each request is counted under the route the access line names, in the bucket its time falls
+// in; the cache's hits, misses and size are its own; labels never hold a key.
 func TestMetrics(t *testing.T) {
-	ts := newTestServer(t, testConfig())
-	ts.m.cache = newCache(1<<20, 0)
-	ts.do("PUT", "/kv/k", "v")
+	cfg := testConfig()
+	cfg.AuthToken = "t0k"
+	ts := newTestServer(t, cfg)
+	auth := []string{"Authorization", "Bearer t0k"}
+	ts.do("PUT", "/kv/k", "v", auth...)
+	for _, target := range []string{"/kv/k", "/kv/k", "/kv/private-missing", "/kv/private-missing", "/kv/a//b"} {
+		ts.do("GET", target, "", auth...)
+	}
+	ts.do("BREW", "/kv/k", "", auth...)
 	ts.do("GET", "/kv/k", "")
-	ts.do("GET", "/kv/private-missing", "")
-	ts.do("GET", "/kv/private-missing", "")
-	ts.do("GET", "/kv/a//b", "")
-	ts.do("BREW", "/kv/k", "")
-	body := scrape(t, ts.h)
+	ts.m.observe(ts.m.http, series{route: "test", method: "GET", code: 200}, 3*time.Millisecond)
+	body := scrape(t, ts.h, auth...)
 	for _, line := range []string{
 		`http_request_duration_seconds_count{route="PUT /kv/{key...}",method="PUT",code="200"} 1`,
-		`http_request_duration_seconds_count{route="GET /kv/{key...}",method="GET",code="200"} 1`,
+		`http_request_duration_seconds_count{route="GET /kv/{key...}",method="GET",code="200"} 2`,
 		`http_request_duration_seconds_count{route="GET /kv/{key...}",method="GET",code="404"} 2`,
 		`http_request_duration_seconds_bucket{route="GET /kv/{key...}",method="GET",code="404",le="+Inf"} 2`,
 		`http_request_duration_seconds_count{route="unmatched",method="GET",code="400"} 1`,
-		`http_request_duration_seconds_count{route="/",method="other",code="405"} 1`,
-		`http_requests_in_flight 1`,
-		`kv_cache_items 0`,
+		`http_request_duration_seconds_count{route="unmatched",method="GET",code="401"} 1`,
+		`http_request_duration_seconds_count{route="/kv/{key...}",method="other",code="405"} 1`,
+		`http_request_duration_seconds_bucket{route="test",method="GET",code="200",le="0.0025"} 0`,
+		`http_request_duration_seconds_bucket{route="test",method="GET",code="200",le="0.005"} 1`,
+		`http_request_duration_seconds_sum{route="test",method="GET",code="200"} 0.003`,
+		`http_requests_in_flight 1`, `kv_cache_items 1`, `kv_cache_hits_total 1`, `kv_cache_misses_total 3`,
+		fmt.Sprintf("kv_cache_bytes %d", 1+cap(slices.Grow([]byte(nil), 1))+entryOverhead),
 	} {
 		if !strings.Contains(body, line+"\n") {
 			t.Errorf("metrics lack %q", line)
@@ -1986,10 +2513,73 @@ func TestMetrics(t *testing.T) {
 	if strings.Contains(body, "private-missing") {
 		t.Error("a key reached a metric label")
 	}
+	if !strings.Contains(ts.log.String(), `"route":"unmatched","status":401`) {
+		t.Errorf("the 401's access line does not name the route its metric counts it under:\n%s", ts.log)
+	}
 }
 
+// blockedWriter is a client that takes nothing of the answer until released.
+type blockedWriter struct {
+	*httptest.ResponseRecorder
+	writing, release chan struct{}
+}
+
+func (w blockedWriter) Write(p []byte) (int, error) {
+	close(w.writing)
+	<-w.release
+	return w.ResponseRecorder.Write(p)
+}
+
+// TestScrapeHoldsNoLock: a scrape whose client takes nothing holds no lock that a request needs.
+func TestScrapeHoldsNoLock(t *testing.T) {
+	ts := newTestServer(t, testConfig())
+	ts.do("PUT", "/kv/k", "v")
+	w := blockedWriter{httptest.NewRecorder(), make(chan struct{}), make(chan struct{})}
+	defer close(w.release)
+	go ts.m.ServeHTTP(w, httptest.NewRequest("GET", "/metrics", nil))
+	<-w.writing
+	done := make(chan int)
+	go func() { done <- ts.do("GET", "/kv/k", "").Code }()
+	select {
+	case code := <-done:
+		if code != 200 {
+			t.Errorf("GET during a blocked scrape: got %d, want 200", code)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a GET waited for a scrape that its client does not read")
+	}
+}
+
+// TestSweeper: the sweeper loop sweeps every interval, counts what it reclaimed, logs it, and stops with its
+// context.
+func TestSweeper(t *testing.T) {
+	st, _, c := newFakeStore(t)
+	for i := range 3 {
+		put(t, st, fmt.Sprint(i), "v", PutOptions{TTL: 5 * time.Second})
+	}
+	c.add(6 * time.Second)
+	m, logs := newMetrics(nil), &syncBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sweep(ctx, slog.New(slog.NewJSONHandler(logs, nil)), st, m, 10*time.Millisecond)
+	}()
+	for deadline := time.Now().Add(10 * time.Second); m.reclaimed.Load() < 3 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	if m.reclaimed.Load() != 3 || !strings.Contains(logs.String(), `"msg":"ttl sweep","deleted":3`) {
+		t.Errorf("reclaimed: got %d, log:\n%s\nwant 3, logged", m.reclaimed.Load(), logs)
+	}
+}
+
+// longKey is the longest key that always fits, of segments MinIO takes.
+var longKey = strings.Repeat(strings.Repeat("k", 250)+"/", 4) + strings.Repeat("k", maxObjectKey-15-4*251)
+
 func TestCheckKey(t *testing.T) {
-	fits := strings.Repeat("k", maxObjectKey-15)
+	fits := longKey
 	tests := []struct {
 		key    string
 		prefix bool
@@ -1997,6 +2587,8 @@ func TestCheckKey(t *testing.T) {
 	}{
 		{"a", false, true}, {"a/b", false, true}, {"ünï/cødé", false, true}, {".hidden/..x/x..", false, true},
 		{fits, false, true}, {fits + "k", false, false}, {"!" + fits[1:], false, false},
+		{strings.Repeat("s", 254) + "/s", false, true}, {strings.Repeat("s", 255) + "/s", false, false},
+		{"s/" + strings.Repeat("!", 127), false, true}, {"s/" + strings.Repeat("!", 128), false, false},
 		{"", false, false}, {"/a", false, false}, {"a/", false, false}, {"a//b", false, false},
 		{".", false, false}, {"a/..", false, false}, {"a\x00", false, false}, {"a\u0085", false, false},
 		{"\xff", false, false}, {"a\x7f", false, false},
@@ -2007,7 +2599,7 @@ func TestCheckKey(t *testing.T) {
 			t.Errorf("checkKey(%.20q, prefix %v): got %v, want ok=%v", tt.key, tt.prefix, err, tt.ok)
 		}
 	}
-	if n := len(indexKey(fits, time.Now())); n != maxObjectKey {
+	if n := len(indexKey(fits, time.Now(), true)); n != maxObjectKey {
 		t.Errorf("the index entry of the longest key that fits: got %d bytes, want %d", n, maxObjectKey)
 	}
 }
@@ -2015,12 +2607,13 @@ func TestCheckKey(t *testing.T) {
 func TestVersionRequests(t *testing.T) {
 	ts := newTestServer(t, testConfig())
 	ts.s3.versioned = true
-	if err := ts.st.Setup(context.Background(), false, false); err != nil || !ts.st.versioned {
+	if err := ts.st.Setup(context.Background(), false); err != nil || !ts.st.versioned {
 		t.Fatalf("an already versioned bucket was not noticed: %v", err)
 	}
 	var first struct{ Version string }
 	json.Unmarshal(ts.do("PUT", "/kv/k", "one").Body.Bytes(), &first)
 	ts.do("PUT", "/kv/k", "two")
+	ts.do("GET", "/kv/k", "") // the cache holds two
 	w := ts.do("GET", "/kv/k?version="+first.Version, "")
 	if w.Body.String() != "one" || w.Header().Get("X-Version-Id") != first.Version {
 		t.Errorf("GET ?version: got %q, X-Version-Id %q", w.Body, w.Header().Get("X-Version-Id"))
@@ -2043,8 +2636,11 @@ func TestVersionRequests(t *testing.T) {
 		t.Errorf("second page: got %s, want the first version and no next_cursor", w.Body)
 	}
 	for target, status := range map[string]int{"/kv/k?versions&cursor=IA": 400, "/kv/k?version=has%20space": 400,
-		"/kv/k?version=nonsense": 400, "/kv/k?version=v9999": 404} {
+		"/kv/k?version=nonsense": 400, "/kv/k?version=v9999": 404, "/kv/k?version=v0001&versions": 400} {
 		wantError(t, ts.do("GET", target, ""), status)
+	}
+	if w := ts.do("GET", "/kv/k?version=v9999", ""); !strings.Contains(w.Body.String(), "version not found") {
+		t.Errorf("an unknown version: got %s, want it named as such", w.Body)
 	}
 	wantError(t, ts.do("DELETE", "/kv/k?version="+first.Version, "", "If-Match", "*"), 400)
 	if w := ts.do("DELETE", "/kv/k?version="+first.Version, ""); w.Code != 204 {

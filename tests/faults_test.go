@@ -246,3 +246,28 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 		t.Fatal("kv did not exit within 10s of SIGTERM")
 	}
 }
+
+// TestSecondSignal: a second SIGTERM while kv waits for its requests stops it at once, with exit 1.
+func TestSecondSignal(t *testing.T) {
+	needOwnInstance(t)
+	kv, err := start(t, map[string]string{"SHUTDOWN_TIMEOUT": "30s"}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go slowUpload(kvURL(kv.url, keyPrefix(t)+"slow"), 20*time.Second) // ends with kv
+	eventually(t, 5*time.Second, "the upload under way", func() bool {
+		return scrape(t, kv.url, "http_requests_in_flight") >= 2 // and the scrape itself
+	})
+	kv.cmd.Process.Signal(syscall.SIGTERM)
+	eventually(t, 5*time.Second, "kv shutting down", func() bool { return strings.Contains(kv.logs.String(), "shutting down") })
+	t0 := time.Now()
+	kv.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-kv.done:
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || time.Since(t0) > 5*time.Second {
+			t.Errorf("after a second SIGTERM: %v after %v, want exit 1 at once\n%s", err, time.Since(t0), kv.logs)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("kv still running 15 s after a second SIGTERM")
+	}
+}
